@@ -1,0 +1,76 @@
+"""The service's one configuration object, read from `RAS_*` environment variables.
+
+Both the API and the consumer build a `Settings` at start-up; a missing or invalid variable stops the process with a
+message naming it (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "RAS_"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Field descriptions feed the generated configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver), "
+        "e.g. postgresql+asyncpg://user:pass@host:5432/ras.",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated Kafka bootstrap servers."
+    )
+    kafka_group_id: str = Field(default="result_aggregator_group", description="Kafka consumer group id.")
+    kafka_client_id: str = Field(default="result-aggregator-consumer", description="Kafka client id.")
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a partition with no stored position starts.",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
+    kafka_max_batch_records: int = Field(
+        default=5_000,
+        ge=1,
+        description="Most records applied in one database transaction.",
+    )
+    kafka_fetch_timeout_ms: int = Field(
+        default=200, ge=1, description="How long one fetch waits for records before applying what it has."
+    )
+    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis URL for the query cache.")
+    internal_api_key: SecretStr = Field(
+        default=SecretStr("dev-internal-api-key"),
+        description="Shared secret callers send in X-Internal-API-Key. Change it in production.",
+    )
+    allowed_service_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("api-gateway-service", "admin-dashboard-service"),
+        description="Comma-separated service ids accepted in X-Service-ID.",
+    )
+    host: str = Field(default="0.0.0.0", description="Address the HTTP API binds to.")
+    port: int = Field(default=4003, ge=1, le=65535, description="Port the HTTP API binds to.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the database pool.")
+
+    @field_validator("allowed_service_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+def load_settings() -> Settings:
+    """Build the settings or exit with one line per bad variable, named as the operator sets it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  {name}: {error['msg']}")
+        sys.exit("invalid configuration:\n" + "\n".join(lines))
