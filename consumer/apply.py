@@ -33,13 +33,23 @@ class Applied:
     newest_event_at: datetime | None = None
 
 
-def _positions(records: Sequence[Record], event_times: dict[tuple[str, int], datetime]) -> list[dict[str, Any]]:
+def _positions(
+    records: Sequence[Record],
+    event_times: dict[tuple[str, int], datetime],
+    high_watermarks: dict[tuple[str, int], int],
+) -> list[dict[str, Any]]:
     next_offsets: dict[tuple[str, int], int] = {}
     for r in records:
         tp = (r.topic, r.partition)
         next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
     return [
-        {"topic": t, "partition": p, "next_offset": o, "last_event_at": event_times.get((t, p))}
+        {
+            "topic": t,
+            "partition": p,
+            "next_offset": o,
+            "last_event_at": event_times.get((t, p)),
+            "high_watermark": high_watermarks.get((t, p)),
+        }
         for (t, p), o in next_offsets.items()
     ]
 
@@ -87,8 +97,16 @@ async def _rederive(conn: AsyncConnection, batch_ids: set[str]) -> set[str]:
     return {b["user_id"] for b in batches}
 
 
-async def apply_records(conn: AsyncConnection, records: Sequence[Record], max_bytes: int) -> Applied:
-    """Project `records` within the caller's open transaction on `conn`."""
+async def apply_records(
+    conn: AsyncConnection,
+    records: Sequence[Record],
+    max_bytes: int,
+    high_watermarks: dict[tuple[str, int], int] | None = None,
+) -> Applied:
+    """Project `records` within the caller's open transaction on `conn`.
+
+    `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
+    """
     result = Applied()
     rows = Rows()
     poison: list[dict[str, Any]] = []
@@ -118,10 +136,18 @@ async def apply_records(conn: AsyncConnection, records: Sequence[Record], max_by
     changed |= await writes.upsert_essay_slots(conn, rows.essay_slots)
     changed |= await writes.link_essays(conn, rows.essay_links)
     changed |= await writes.upsert_phase_results(conn, rows.phase_results)
-    changed.discard(None)  # type: ignore[arg-type]
     if changed:
         result.user_ids = await _rederive(conn, changed)
     result.batch_ids = changed
     await writes.quarantine(conn, poison)
-    await writes.store_positions(conn, _positions(records, event_times))
+    await writes.store_positions(conn, _positions(records, event_times, high_watermarks or {}))
     return result
+
+
+async def quarantine_records(
+    conn: AsyncConnection, records: Sequence[Record], reason: str, high_watermarks: dict[tuple[str, int], int]
+) -> Applied:
+    """Quarantine `records` outright (the database refused them) and move past them."""
+    await writes.quarantine(conn, [_quarantine_row(r, reason) for r in records])
+    await writes.store_positions(conn, _positions(records, {}, high_watermarks))
+    return Applied(quarantined=Counter(r.topic for r in records))

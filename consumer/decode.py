@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -40,15 +42,15 @@ class Event:
     record_time: datetime | None
 
 
-def _registration(data: dict[str, object]) -> type[c.WireModel]:
+def _registration(data: dict[str, Any]) -> type[c.WireModel]:
     return c.BatchEssaysRegisteredGen1 if "essay_instructions" in data else c.BatchEssaysRegisteredGen2
 
 
-def _slot(data: dict[str, object]) -> type[c.WireModel]:
+def _slot(data: dict[str, Any]) -> type[c.WireModel]:
     return c.EssaySlotAssignedGen2 if "original_file_name" in data else c.EssaySlotAssignedGen1
 
 
-_MODEL_FOR_TOPIC = {
+_MODEL_FOR_TOPIC: dict[str, Callable[[dict[str, Any]], type[c.WireModel]]] = {
     t.BATCH_ESSAYS_REGISTERED: _registration,
     t.ESSAY_SLOT_ASSIGNED: _slot,
     t.ELS_BATCH_PHASE_OUTCOME: lambda _d: c.ELSBatchPhaseOutcome,

@@ -151,6 +151,7 @@ class ConsumerPosition(Base):
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     next_offset: Mapped[int] = mapped_column(BigInteger)
     last_event_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    high_watermark: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

@@ -231,6 +231,7 @@ async def store_positions(conn: AsyncConnection, rows: Sequence[Row]) -> None:
     conflict = (
         "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(consumer_positions.next_offset,"
         " EXCLUDED.next_offset), last_event_at = GREATEST(consumer_positions.last_event_at, EXCLUDED.last_event_at),"
+        " high_watermark = GREATEST(consumer_positions.high_watermark, EXCLUDED.high_watermark),"
         " updated_at = now()"
     )
     await _upsert(conn, TABLES["consumer_positions"], rows, conflict, "topic")

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     kafka_fetch_timeout_ms: int = Field(
         default=200, ge=1, description="How long one fetch waits for records before applying what it has."
     )
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="Largest record value the consumer parses; a larger one is quarantined unread.",
+    )
     redis_url: str = Field(default="redis://localhost:6379/0", description="Redis URL for the query cache.")
     internal_api_key: SecretStr = Field(
         default=SecretStr("dev-internal-api-key"),

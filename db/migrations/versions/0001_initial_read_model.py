@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("partition", sa.Integer(), nullable=False),
         sa.Column("next_offset", sa.BigInteger(), nullable=False),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("high_watermark", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("topic", "partition", name=op.f("pk_consumer_positions")),
     )

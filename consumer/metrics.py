@@ -1,0 +1,29 @@
+"""Prometheus metrics of the consumer (default registry, served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "ras_consumer_events_total",
+    "Records consumed, by topic and outcome (applied, ignored, quarantined).",
+    ["topic", "outcome"],
+)
+TRANSACTIONS = Counter("ras_consumer_transactions_total", "Projection transactions committed.")
+TRANSACTION_SECONDS = Histogram(
+    "ras_consumer_transaction_seconds",
+    "Time to apply and commit one projection transaction.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TRANSACTION_RECORDS = Histogram(
+    "ras_consumer_transaction_records",
+    "Records applied per projection transaction.",
+    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000),
+)
+RETRIES = Counter("ras_consumer_db_retries_total", "Transactions retried after a transient database error.")
+LAG = Gauge(
+    "ras_consumer_lag",
+    "Records between the partition's high watermark and the stored position.",
+    ["topic", "partition"],
+)
+PAUSED = Gauge("ras_consumer_paused", "1 while the consumer holds its partitions paused waiting for the database.")

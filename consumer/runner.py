@@ -1,0 +1,209 @@
+"""The consumer loop: fetch a batch of records, apply it in one transaction, then tell the cache what changed.
+
+Offsets live in the database (consumer.offsets). A transient database failure is retried with backoff while
+every partition is paused, so the broker sees a live group member but nothing new is fetched; positions do not
+move until the transaction that holds them commits. A batch the database refuses for the data in it is split
+until the offending record is found and quarantined, so one bad record never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer import metrics
+from consumer.apply import Applied, apply_records, quarantine_records
+from consumer.decode import Record
+from consumer.offsets import PositionListener
+from consumer.topics import ALL_TOPICS
+from db.errors import is_data_error, is_transient
+from ras.backoff import Backoff
+from ras.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+OnApplied = Callable[[Applied], Awaitable[None]]
+
+
+class Stopping(Exception):
+    """Raised inside a retry wait when shutdown was requested: the pending work stays uncommitted."""
+
+
+class ProjectionConsumer:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        on_applied: OnApplied | None = None,
+        topics: Sequence[str] = ALL_TOPICS,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._on_applied = on_applied
+        self._topics = list(topics)
+        self._in_flight = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._held: list[Record] = []
+        self._kafka = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.kafka_group_id,
+            client_id=settings.kafka_client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.kafka_auto_offset_reset,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
+            max_partition_fetch_bytes=settings.max_message_bytes * 8,
+            fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 8),
+        )
+        self.assigned = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the transaction in hand, leave the group and return."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        listener = PositionListener(
+            self._kafka,
+            self._engine,
+            self._in_flight,
+            start_from_end=self._settings.kafka_auto_offset_reset == "latest",
+            retry=self._retrying,
+            on_assigned=self.assigned.set,
+        )
+        self._kafka.subscribe(self._topics, listener=listener)
+        await self._kafka.start()
+        log.info("consumer started", topics=len(self._topics), group=self._settings.kafka_group_id)
+        try:
+            while not self._stop.is_set():
+                records, self._held = self._held + await self._fetch(self._settings.kafka_fetch_timeout_ms), []
+                if records:
+                    await self._apply(records)
+        except Stopping:
+            log.info("shutdown requested while waiting for the database; uncommitted work will be re-read")
+        finally:
+            await self._kafka.stop()
+            log.info("consumer stopped")
+
+    async def _fetch(self, timeout_ms: int) -> list[Record]:
+        batches = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self._settings.kafka_max_batch_records)
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    def _high_watermarks(self, records: Sequence[Record]) -> dict[tuple[str, int], int]:
+        marks = {}
+        for tp in {(r.topic, r.partition) for r in records}:
+            mark = self._kafka.highwater(TopicPartition(*tp))
+            if mark is not None:
+                marks[tp] = mark
+        return marks
+
+    async def _apply(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        results = await self._apply_isolating(records)
+        metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
+        metrics.TRANSACTION_RECORDS.observe(len(records))
+        await self._commit_to_kafka(records)
+        for applied in results:
+            self._count(applied)
+            if self._on_applied is not None and (applied.batch_ids or applied.user_ids):
+                await self._on_applied(applied)
+
+    async def _apply_isolating(self, records: list[Record]) -> list[Applied]:
+        marks = self._high_watermarks(records)
+        for (topic, partition), mark in marks.items():
+            consumed = max(r.offset for r in records if r.topic == topic and r.partition == partition) + 1
+            metrics.LAG.labels(topic, str(partition)).set(max(0, mark - consumed))
+
+        async def project() -> Applied:
+            async with self._in_flight, self._engine.begin() as conn:
+                return await apply_records(conn, records, self._settings.max_message_bytes, marks)
+
+        try:
+            return [await self._retrying("apply records", project)]
+        except DBAPIError as exc:
+            if not is_data_error(exc):
+                raise
+            if len(records) > 1:
+                middle = len(records) // 2
+                return await self._apply_isolating(records[:middle]) + await self._apply_isolating(records[middle:])
+            reason = f"database rejected the record: {exc.orig}"
+            log.warning("record refused by the database", topic=records[0].topic, offset=records[0].offset)
+
+            async def refuse() -> Applied:
+                async with self._in_flight, self._engine.begin() as conn:
+                    return await quarantine_records(conn, records, reason, marks)
+
+            return [await self._retrying("quarantine record", refuse)]
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                metrics.RETRIES.inc()
+                log.warning("database unavailable, retrying", action=what, error=str(exc)[:200], delay=round(delay, 2))
+                await self._wait_paused(delay)
+                continue
+            if backoff.attempt:
+                self._resume()
+            return result
+
+    async def _wait_paused(self, delay: float) -> None:
+        """Sleep `delay` while polling with every partition paused, so the group keeps this member."""
+        if self._stop.is_set():
+            raise Stopping
+        assigned = self._kafka.assignment()
+        if assigned:
+            self._kafka.pause(*assigned)
+            metrics.PAUSED.set(1)
+            # A rebalance during the wait may hand over partitions that are not paused; keep what they return.
+            self._held += await self._fetch(int(delay * 1000))
+        else:
+            await asyncio.sleep(delay)
+
+    def _resume(self) -> None:
+        paused = self._kafka.paused()
+        if paused:
+            self._kafka.resume(*paused)
+        metrics.PAUSED.set(0)
+        log.info("database reachable again, partitions resumed")
+
+    async def _commit_to_kafka(self, records: Sequence[Record]) -> None:
+        # Only a convenience for tools that read group offsets; the database holds the positions that count.
+        assigned = self._kafka.assignment()
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp in assigned:
+                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if not offsets:
+            return
+        try:
+            await self._kafka.commit(offsets)
+        except KafkaError as exc:
+            log.debug("kafka offset commit skipped", error=str(exc))
+
+    def _count(self, applied: Applied) -> None:
+        metrics.TRANSACTIONS.inc()
+        for outcome, counts in (
+            ("applied", applied.applied),
+            ("ignored", applied.ignored),
+            ("quarantined", applied.quarantined),
+        ):
+            for topic, n in counts.items():
+                metrics.EVENTS.labels(topic, outcome).inc(n)
