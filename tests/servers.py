@@ -7,9 +7,12 @@ explicitly (`owned_postgres` etc. in conftest) so a shared server is never distu
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 TEST_DATABASE_URL = "RAS_TEST_DATABASE_URL"
 TEST_REDIS_URL = "RAS_TEST_REDIS_URL"
@@ -46,3 +49,23 @@ async def drop_database(server_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def recreate_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+    """Delete and recreate `topics` on a long-lived broker (a configured real Kafka), so each test starts empty."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        async with asyncio.timeout(60):
+            existing = set(await admin.list_topics()) & set(topics)
+            if existing:
+                await admin.delete_topics(sorted(existing))
+            # Kafka deletes asynchronously: creating too early reports "already exists".
+            while set(await admin.list_topics()) & set(topics):
+                await asyncio.sleep(0.2)
+            response = await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+            failed = [(t, code) for t, code, *_ in response.topic_errors if code != 0]
+            if failed:
+                raise RuntimeError(f"could not create topics on {bootstrap}: {failed}")
+    finally:
+        await admin.close()

@@ -20,15 +20,16 @@ _ORDER = {
     "batch_facts": "batch_id, kind, digest",
     "essays": "essay_id",
     "phase_results": "essay_id, phase",
+    "quarantine": 'topic, partition, "offset"',
 }
 
 
-def as_records(messages: Sequence[Message | tuple[str, bytes, bytes]]) -> list[Record]:
-    """Records on partition 0 of each topic, offsets in the order given."""
+def as_records(messages: Sequence[Message | Record | tuple[str, bytes, bytes]]) -> list[Record]:
+    """Records on partition 0 of each topic, offsets renumbered in the order given."""
     next_offset: dict[str, int] = defaultdict(int)
     records = []
     for m in messages:
-        topic, key, value = (m.topic, m.key, m.value) if isinstance(m, Message) else m
+        topic, key, value = m if isinstance(m, tuple) else (m.topic, m.key, m.value)
         records.append(Record(topic, 0, next_offset[topic], key, value))
         next_offset[topic] += 1
     return records

@@ -133,7 +133,7 @@ async def test_replays_and_relay_resends_change_nothing(engine: AsyncEngine) -> 
     await apply(engine, as_records(messages))
     before = await dump(engine)
     resent = [Message(topic, key, value, T).resent(timedelta(hours=1)) for topic, key, value in messages]
-    results = await apply(engine, as_records(messages + resent), per_transaction=3)
+    results = await apply(engine, as_records([*as_records(messages), *as_records(resent)]), per_transaction=3)
     assert all(r.batch_ids == set() for r in results)
     assert await dump(engine) == before
 
@@ -173,9 +173,10 @@ async def test_unplaceable_events_are_quarantined_and_passed(engine: AsyncEngine
         (t.ESSAY_SPELLCHECK_COMPLETED, 0, b"k2"),
         (t.ESSAY_SPELLCHECK_COMPLETED, 1, b"k3"),
     ]
-    assert "no batch id in entity_id" in quarantined[0]["error"]
-    assert "system_metadata.parent_id" in quarantined[1]["error"]
-    assert "not valid JSON" in quarantined[2]["error"]
+    reasons = [str(q["error"]) for q in quarantined]
+    assert "no batch id in entity_id" in reasons[0]
+    assert "system_metadata.parent_id" in reasons[1]
+    assert "not valid JSON" in reasons[2]
     assert quarantined[2]["value"] == b"\x00garbage"
     positions = await dump_positions(engine)
     assert positions[(t.ESSAY_SPELLCHECK_COMPLETED, 0)] == 2 and positions[(t.CJ_ASSESSMENT_COMPLETED, 0)] == 1
