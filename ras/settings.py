@@ -58,6 +58,34 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address the HTTP API binds to.")
     port: int = Field(default=4003, ge=1, le=65535, description="Port the HTTP API binds to.")
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="development turns GraphiQL and introspection on by default; production turns them off.",
+    )
+    graphiql_enabled: bool | None = Field(
+        default=None, description="Serve GraphiQL on GET /graphql from a browser (default: on in development)."
+    )
+    introspection_enabled: bool | None = Field(
+        default=None, description="Allow schema introspection queries (default: on in development)."
+    )
+    max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting a query may use.")
+    max_query_tokens: int = Field(default=2_000, ge=10, description="Most lexical tokens a query document may have.")
+    max_query_aliases: int = Field(default=30, ge=1, description="Most field aliases a query document may use.")
+    max_page_size: int = Field(default=100, ge=1, description="Largest `first` a paginated field accepts.")
+    max_request_bytes: int = Field(default=65_536, ge=1_024, description="Largest HTTP request body accepted.")
+    cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
+    cache_prefix: str = Field(
+        default="ras", description="Prefix of every Redis key, so several deployments can share one Redis."
+    )
+    cache_ttl_seconds: int = Field(
+        default=3_600, ge=1, description="Safety-net expiry of cached results; eviction by events is the mechanism."
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
+    )
+    consumer_metrics_port: int = Field(
+        default=9096, ge=0, le=65535, description="Port of the consumer's /metrics endpoint (0 disables it)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the database pool.")
 
@@ -67,6 +95,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @property
+    def graphiql(self) -> bool:
+        return self.environment == "development" if self.graphiql_enabled is None else self.graphiql_enabled
+
+    @property
+    def introspection(self) -> bool:
+        return self.environment == "development" if self.introspection_enabled is None else self.introspection_enabled
 
 
 def load_settings() -> Settings:
