@@ -35,6 +35,16 @@ async def _consume(settings: Settings) -> None:
         await engine.dispose()
 
 
+def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from ras.produce import produce_demo
+
+    count = asyncio.run(
+        produce_demo(settings.kafka_bootstrap_servers, args.batches, args.users, args.rate, not args.quiet)
+    )
+    print(f"produced {count} events for {args.batches} batches of {args.users} teachers")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ras",
@@ -47,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "consume", help="run the Kafka consumer until SIGTERM/SIGINT", description="Run the projection consumer."
     )
+    demo = commands.add_parser(
+        "produce-demo",
+        help="produce a realistic demo stream of platform events onto the broker",
+        description="Produce several teachers' batches through spellcheck and CJ assessment, both contract "
+        "generations, as real events on RAS_KAFKA_BOOTSTRAP_SERVERS.",
+    )
+    demo.add_argument("--batches", type=int, default=24, help="number of batches (default: 24)")
+    demo.add_argument("--users", type=int, default=4, help="number of teachers owning them (default: 4)")
+    demo.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -56,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings, args)
+    if args.command == "produce-demo":
+        return _produce_demo(settings, args)
     if args.command == "consume":
         asyncio.run(_consume(settings))
         return 0

@@ -56,3 +56,8 @@ async def dump(engine: AsyncEngine, tables: Sequence[str] = READ_MODEL) -> dict[
 async def truncate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE batches, batch_facts, essays, phase_results, consumer_positions, quarantine"))
+
+
+def in_event_order(messages: Sequence[Message]) -> list[Message]:
+    """The reference delivery: every event in event-timestamp order."""
+    return sorted(messages, key=lambda m: m.at)

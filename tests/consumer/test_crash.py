@@ -14,7 +14,7 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.consumer.helpers import apply, as_records, dump, truncate
+from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
 from tests.consumer.test_kafka import stream
 from tests.kafka_io import produce, stored_positions, wait_for_positions
 
@@ -85,5 +85,5 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert (await dump(engine, ["quarantine"]))["quarantine"] == []
 
     await truncate(engine)
-    await apply(engine, as_records(sorted(messages, key=lambda m: m.at)))
+    await apply(engine, as_records(in_event_order(messages)))
     assert after_crashes == await dump(engine)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.runner import ProjectionConsumer
 from consumer.topics import ALL_TOPICS
 from ras.settings import Settings
-from tests.consumer.helpers import apply, as_records, dump, truncate
+from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
 from tests.kafka_io import produce, stored_positions, wait_for_positions
 from tests.scenario import EPOCH, Message, batch_life, fixture_messages, with_resends
 
@@ -67,7 +67,7 @@ async def test_consumer_projects_all_topics_like_direct_application(
 
     # Same events applied directly in event-time order: the broker's partitioning and batching change nothing.
     await truncate(engine)
-    await apply(engine, as_records(sorted(messages, key=lambda m: m.at)))
+    await apply(engine, as_records(in_event_order(messages)))
     assert via_broker == await dump(engine)
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.consumer.helpers import apply, as_records, dump, truncate
+from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
 from tests.scenario import Message, batch_life, with_resends
 
 
@@ -37,7 +37,7 @@ async def test_any_order_and_grouping_gives_the_in_order_tables(
     engine: AsyncEngine, messages: list[Message], data: st.DataObject
 ) -> None:
     await truncate(engine)
-    in_order = sorted(messages, key=lambda m: m.at)
+    in_order = in_event_order(messages)
     await apply(engine, as_records(in_order), per_transaction=1)
     expected = await dump(engine)
 

@@ -1,0 +1,40 @@
+"""`ras produce-demo`: put a realistic demo stream onto the broker as real events, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from tqdm import tqdm
+
+from consumer.topics import ALL_TOPICS
+from ras.demo import Message, demo_stream
+from ras.embedded import create_topics
+
+
+async def produce(bootstrap: str, messages: Sequence[Message], rate: float | None, show_progress: bool) -> None:
+    """Send in event-time order; `rate` (events/s) paces the stream so it can be watched arriving."""
+    await create_topics(bootstrap, ALL_TOPICS, partitions=4)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with tqdm(total=len(messages), unit="event", disable=not show_progress, desc="demo events") as bar:
+            for i, message in enumerate(sorted(messages, key=lambda m: m.at)):
+                await producer.send(message.topic, message.value, key=message.key)
+                bar.update()
+                if rate:
+                    ahead = started + (i + 1) / rate - loop.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_demo(bootstrap: str, batches: int, users: int, rate: float | None, show_progress: bool) -> int:
+    messages = demo_stream(batches, users)
+    await produce(bootstrap, messages, rate, show_progress)
+    return len(messages)
