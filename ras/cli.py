@@ -45,6 +45,32 @@ def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from consumer.replay import replay
+    from db.quarantine import list_quarantined
+
+    engine = create_async_engine(settings.database_url, pool_size=1)
+    try:
+        if args.action == "list":
+            async with engine.connect() as conn:
+                rows = await list_quarantined(conn, include_replayed=args.all, topic=args.topic, limit=args.limit)
+            for q in rows:
+                state = f"replayed {q.replayed_at:%Y-%m-%d %H:%M}" if q.replayed_at else "pending"
+                size = len(q.value) if q.value is not None else 0
+                print(f"#{q.id} {q.topic}[{q.partition}]@{q.offset} {size}B {state}: {q.error}")
+            print(f"{len(rows)} record(s)")
+            return 0
+        report = await replay(engine, settings.max_message_bytes, topic=args.topic, limit=args.limit)
+        for record_id, reason in report.still_failing.items():
+            print(f"#{record_id} still fails: {reason}")
+        print(f"replayed {len(report.replayed)}, still failing {len(report.still_failing)}")
+        return 0 if not report.still_failing else 1
+    finally:
+        await engine.dispose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ras",
@@ -67,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=4, help="number of teachers owning them (default: 4)")
     demo.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="inspect or replay records the consumer could not apply",
+        description="Records that could not be parsed, validated or placed are kept in the quarantine table.",
+    )
+    actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show quarantined records and why")
+    listing.add_argument("--all", action="store_true", help="include records already replayed")
+    replaying = actions.add_parser(
+        "replay", help="re-apply pending quarantined records (exit status 1 if some still fail)"
+    )
+    for sub in (listing, replaying):
+        sub.add_argument("--topic", default=None, help="only records of this topic")
+        sub.add_argument("--limit", type=int, default=100, help="at most this many records (default: 100)")
     return parser
 
 
@@ -76,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings, args)
+    if args.command == "quarantine":
+        return asyncio.run(_quarantine(settings, args))
     if args.command == "produce-demo":
         return _produce_demo(settings, args)
     if args.command == "consume":
