@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting a query may use.")
     max_query_tokens: int = Field(default=2_000, ge=10, description="Most lexical tokens a query document may have.")
     max_query_aliases: int = Field(default=30, ge=1, description="Most field aliases a query document may use.")
-    max_page_size: int = Field(default=100, ge=1, description="Largest `first` a paginated field accepts.")
+    max_page_size: int = Field(default=100, ge=1, description="Largest `first` of a list of batches.")
+    max_essays_page_size: int = Field(
+        default=1_000, ge=1, description="Largest `first` of a batch's essays (a whole class fits one page)."
+    )
+    max_query_length: int = Field(default=20_000, ge=100, description="Most characters a query document may have.")
     max_request_bytes: int = Field(default=65_536, ge=1_024, description="Largest HTTP request body accepted.")
     cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
     cache_prefix: str = Field(

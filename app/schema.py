@@ -1,0 +1,78 @@
+"""The GraphQL schema: the Query root, its limits and error handling.
+
+`schema.graphql` at the repository root is this schema's SDL; regenerate it after a change with
+
+    .venv/bin/python -m app.schema > schema.graphql
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import ASTValidationRule
+from strawberry.extensions import AddValidationRules
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from app import resolvers
+from app.enums import LONG_SCALAR, Long
+from app.errors import ErrorShaping
+from app.limits import ApiLimits, IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
+from app.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
+
+
+@strawberry.type(description="Read the essay-processing platform's results: batches, essays and phase results.")
+class Query:
+    batch: Batch | None = resolved(
+        resolver=resolvers.batch,
+        graphql_type=Batch | None,
+        description="A batch by id; null when there is none (or it belongs to another user than X-User-ID).",
+    )
+    batches: BatchConnection = resolved(
+        resolver=resolvers.batches,
+        graphql_type=BatchConnection,
+        description="Batches, newest first, a page at a time. With X-User-ID, only that user's.",
+    )
+    essay: Essay | None = resolved(
+        resolver=resolvers.essay,
+        graphql_type=Essay | None,
+        description="An essay by id; null when there is none (or, with X-User-ID, its batch is another user's).",
+    )
+    projection: Projection = resolved(
+        resolver=resolvers.projection,
+        graphql_type=Projection,
+        description="The consumer's positions, lag and newest applied event: how fresh this data is.",
+    )
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[Any], execution_context: ExecutionContext | None = None) -> None:
+        """Errors are logged by ErrorShaping, with their correlation id, and only when they are internal."""
+
+
+def build_schema(limits: ApiLimits | None = None) -> Schema:
+    limits = limits or ApiLimits()
+    rules: list[type[ASTValidationRule]] = [depth_rule(limits.max_depth), alias_rule(limits.max_aliases)]
+    if not limits.introspection:
+        rules.append(IntrospectionDisabled)
+    extensions: list[Any] = [
+        lambda: ParseLimits(limits),
+        lambda: AddValidationRules(rules),
+        ErrorShaping,
+    ]
+    return Schema(
+        query=Query,
+        types=list(PHASE_RESULT_TYPES),
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+    )
+
+
+def sdl() -> str:
+    """The schema's SDL as schema.graphql holds it."""
+    return build_schema().as_str() + "\n"
+
+
+if __name__ == "__main__":
+    print(sdl(), end="")

@@ -1,0 +1,1 @@
+"""Developer scripts (run with `.venv/bin/python -m scripts.NAME`)."""
