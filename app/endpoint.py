@@ -2,14 +2,21 @@
 
 Request flow: the GraphiQL page (a browser's GET without a query) needs no credentials, since it holds no data;
 every other request is authenticated first and refused with 401 and a GraphQL-shaped body. An authenticated
-request gets a fresh `RequestContext`, Strawberry parses it and runs the operation in `execute_single` (the one
-place where operations execute, and so the place a result cache wraps), and the context's database snapshot is
-closed when the response is built. Every response carries `X-Correlation-ID`.
+request gets a fresh `RequestContext`, Strawberry parses and runs it, and the context's database snapshot is closed
+when the response is built. Every response carries `X-Correlation-ID`.
+
+With a result cache, a single operation (POST JSON or GET) is looked up by its key before Strawberry sees it: a
+hit is answered with the stored bytes and `extensions.cache` spliced in, without parsing, validating or executing
+anything. A miss runs the normal path inside `QueryCache.fetch`, with a context created there, so its database
+snapshot opens after the cache's own snapshot (app/cache.py explains why that ordering matters). Only error-free
+results whose reads are all covered by tags are stored.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -24,10 +31,13 @@ from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
 from app import graphiql
-from app.auth import AuthError, authenticate
+from app.auth import AuthError, Caller, authenticate
+from app.cache import Executed, QueryCache, Served, cache_extension, graphql_cache_key, with_cache_extension
 from app.context import CORRELATION_HEADER, RequestContext, correlation_id, new_context
 from app.errors import BAD_USER_INPUT, INTERNAL, LIMIT_EXCEEDED, UNAUTHENTICATED, error_body
 from app.limits import ApiLimits
+from app.metrics import GRAPHQL_ERRORS, REQUEST_SECONDS, REQUESTS
+from ras import cache_keys as ck
 from ras.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -36,11 +46,21 @@ _HTTP_CODES = {400: BAD_USER_INPUT, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 class GraphQLEndpoint(GraphQL[RequestContext, None]):
-    def __init__(self, schema: Any, settings: Settings, limits: ApiLimits, engine: Callable[[], AsyncEngine]) -> None:
+    def __init__(
+        self,
+        schema: Any,
+        settings: Settings,
+        limits: ApiLimits,
+        engine: Callable[[], AsyncEngine],
+        cache: QueryCache | None = None,
+    ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if limits.graphiql else None, allow_queries_via_get=True)
         self.settings = settings
         self.limits = limits
         self._engine = engine
+        self._cache = cache
+        # Hits skip validation, so entries of another schema or other limits must never match.
+        self._cache_version = ck.digest(["graphql", str(schema), repr(limits)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # no subscriptions: the schema has none
@@ -66,13 +86,55 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         caller = authenticate(request.headers, self.settings)
         if isinstance(caller, AuthError):
             return JSONResponse(error_body(caller.hint, UNAUTHENTICATED, correlation), status_code=401)
+        operation = await _operation(request)
+        started = time.perf_counter()
+        key = None
+        if self._cache is not None and operation is not None:
+            key = graphql_cache_key(
+                operation.query, operation.name, operation.variables, caller.user_id, self._cache_version
+            )
+        if key is None or self._cache is None:
+            response = await self._execute(request, caller, correlation)
+        else:
+            response = await self._cached(self._cache, key, request, caller, correlation)
+        name = (operation.name if operation else None) or "anonymous"
+        REQUESTS.labels("graphql", name, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels("graphql", name).observe(time.perf_counter() - started)
+        return response
+
+    async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
         context = new_context(self._engine(), caller, correlation, self.limits)
         try:
-            return await self.run(request, context=context)
+            response = await self.run(request, context=context)
         except HTTPException as exc:
             return _http_error(exc.reason, exc.status_code, correlation)
         finally:
             await context.close()
+        request.state.tags = context.tags
+        return response
+
+    async def _cached(
+        self, cache: QueryCache, key: str, request: Request, caller: Caller, correlation: str
+    ) -> Response:
+        own: Response | None = None
+
+        async def execute() -> Executed:
+            nonlocal own
+            own = await self._execute(request, caller, correlation)
+            tags = request.state.tags
+            document = orjson.loads(own.body) if own.status_code == 200 else None
+            if not tags.cacheable or not isinstance(document, dict) or document.get("errors") or "data" not in document:
+                return Executed(b"", cacheable=False)
+            body = orjson.dumps({"data": document["data"]})
+            return Executed(body, ck.read_tags(tags.batches, tags.user_lists))
+
+        served = await cache.fetch(key, execute)
+        if served.body:
+            return Response(_spliced(served.body, served), media_type="application/json")
+        assert own is not None, "only an execution here yields a body that may not be stored"
+        if own.status_code != 200:
+            return own
+        return Response(with_cache_extension(bytes(own.body), served), media_type="application/json")
 
     async def render_graphql_ide(self, request: Request) -> Response:
         service_ids = self.settings.allowed_service_ids
@@ -89,10 +151,50 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
                 log.error("graphql.unshaped_error", correlation_id=correlation, error=error.get("message"))
                 error["message"] = f"Internal error. It was logged with correlation id {correlation}."
                 extensions.update(code=INTERNAL, correlationId=correlation)
+            GRAPHQL_ERRORS.labels(str(extensions["code"])).inc()
         return response
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    query: str
+    name: str | None
+    variables: dict[str, Any] | None
+
+
+async def _operation(request: Request) -> _Operation | None:
+    """The single operation a request carries, read the way Strawberry will read it; None when that is not plain
+    (batched requests, multipart, malformed input): such requests skip the cache and get Strawberry's own errors."""
+    try:
+        if request.method == "GET":
+            params = request.query_params
+            raw_variables = params.get("variables")
+            data: Any = {
+                "query": params.get("query"),
+                "operationName": params.get("operationName"),
+                "variables": orjson.loads(raw_variables) if raw_variables else None,
+            }
+        elif request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+            data = orjson.loads(await request.body())
+        else:
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
+    if not isinstance(query, str) or not isinstance(name, str | None) or not isinstance(variables, dict | None):
+        return None
+    return _Operation(query, name, variables)
+
+
+def _spliced(data_only: bytes, served: Served) -> bytes:
+    """A cacheable body (exactly `{"data":…}`, as `_cached` builds it) with `extensions.cache` appended to its bytes:
+    hits are answered without parsing or re-encoding the stored document."""
+    return data_only[:-1] + b',"extensions":{"cache":' + orjson.dumps(cache_extension(served)) + b"}}"
 
 
 def _http_error(message: str, status_code: int, correlation: str) -> Response:

@@ -22,16 +22,23 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 async def _consume(settings: Settings) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    from consumer.eviction import Evictor
     from consumer.runner import ProjectionConsumer
 
     engine = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
-    consumer = ProjectionConsumer(settings, engine)
+    evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
+    if evictor is not None:
+        # A crash between a commit and its eviction (the last run's) left entries nothing will evict: hide them all.
+        await evictor.bump_epoch()
+    consumer = ProjectionConsumer(settings, engine, on_applied=evictor.evict if evictor is not None else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
     try:
         await consumer.run()
     finally:
+        if evictor is not None:
+            await evictor.aclose()
         await engine.dispose()
 
 
@@ -81,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations (Alembic upgrade)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     commands.add_parser(
+        "serve",
+        help="run the HTTP API (GraphQL, REST shim, health, metrics) on RAS_HOST:RAS_PORT",
+        description="Run the HTTP API with uvicorn until SIGTERM/SIGINT; in-flight requests are drained.",
+    )
+    commands.add_parser(
         "consume", help="run the Kafka consumer until SIGTERM/SIGINT", description="Run the projection consumer."
     )
     demo = commands.add_parser(
@@ -116,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "migrate":
         return _migrate(settings, args)
+    if args.command == "serve":
+        from app.main import serve
+
+        serve(settings)
+        return 0
     if args.command == "quarantine":
         return asyncio.run(_quarantine(settings, args))
     if args.command == "produce-demo":

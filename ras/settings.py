@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
     )
+    startup_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="How long a process waits for its dependencies at start before giving up."
+    )
+    shutdown_grace_seconds: int = Field(
+        default=20, ge=0, description="How long SIGTERM waits for in-flight requests (API) before closing."
+    )
     consumer_metrics_port: int = Field(
         default=9096, ge=0, le=65535, description="Port of the consumer's /metrics endpoint (0 disables it)."
     )

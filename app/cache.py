@@ -1,0 +1,336 @@
+"""Whole-result cache in Redis: a result is stored under a key of the request and indexed under the tags it read.
+
+The consumer evicts tags after each commit (consumer/eviction.py); this module looks results up, runs the query on a
+miss and stores what it got, unless a concurrent eviction may have made it stale. Layout: ras/cache_keys.py.
+
+Why no stale result is ever stored
+----------------------------------
+Every eviction INCRs a global counter G and, in the same script, sets seq[t] = the new value for each tag t it
+evicts, deletes the entries indexed under t and the index itself. A miss takes a snapshot (epoch E, G0 = G) in the
+same round trip as its lookup, before `execute` reads anything; the store script then refuses if the epoch changed or
+any tag t of the result has seq[t] > G0, and otherwise writes the entry and indexes it under its tags, atomically.
+
+Take a commit C that changed something the result read (so C's tags include one of the result's tags t) but that
+the result's reads did not see. Then C committed after the reads began, hence after the snapshot, and C's eviction
+runs after C, so its INCR returns n > G0. If the store runs after that eviction, it sees seq[t] >= n > G0 and skips;
+if it runs before, the entry is already indexed under t (same atomic script) and the eviction deletes it. Either way
+no entry missing C survives C's eviction.
+
+The argument needs: reads happen after the snapshot (the request's database snapshot is opened lazily by the first
+loader, inside `execute`); seq[t] outlives every execution that could be checked against it (SEQ_TTL_SECONDS vs
+STORE_DEADLINE_SECONDS); and Redis loses keys only by TTL or by a restart that empties it. A restart loses G and the
+epoch together; any script that finds either missing starts a fresh random epoch, so snapshots from before the
+restart never store. Evictions the consumer could not deliver are made up for by an epoch change (consumer side).
+
+Concurrent identical misses in one process share one execution, but only when the leader's store succeeded: that
+check ran after every follower joined, so the shared result is as fresh as each follower's own execution would be.
+Otherwise (stale, uncacheable, Redis error) each follower executes for itself.
+
+Fail-open: any Redis error or timeout makes the request execute normally without the cache, and a circuit breaker
+then skips Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per
+request. State changes are logged once, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import orjson
+import structlog
+from graphql import GraphQLError, parse, print_ast
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ras import cache_keys as ck
+from ras.breaker import CircuitBreaker
+from ras.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+Status = Literal["hit", "miss", "coalesced", "bypass"]
+
+_LOOKUP = """
+local epoch = redis.call('GET', KEYS[1])
+local counter = redis.call('GET', KEYS[2])
+if not epoch or not counter then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('SETNX', KEYS[2], 0)
+  counter = redis.call('GET', KEYS[2])
+end
+local entry = redis.call('GET', ARGV[1] .. epoch .. ':' .. ARGV[2])
+local now = redis.call('TIME')
+return {epoch, counter, entry, now[1] * 1000 + math.floor(now[2] / 1000)}
+"""
+"""KEYS: epoch, counter. ARGV: entry prefix, digest, fresh epoch. Returns the snapshot, the entry, Redis time (ms)."""
+
+_STORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
+local since = tonumber(ARGV[2])
+for i = 3, #KEYS, 2 do
+  local seq = redis.call('GET', KEYS[i + 1])
+  if seq and tonumber(seq) > since then return 'stale' end
+end
+local ttl = tonumber(ARGV[3])
+local now = redis.call('TIME')
+local stamp = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('SET', KEYS[2], stamp .. '\\n' .. ARGV[4], 'EX', ttl)
+for i = 3, #KEYS, 2 do
+  redis.call('SADD', KEYS[i], KEYS[2])
+  if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return 'stored'
+"""
+"""KEYS: epoch, entry, then (index, seq) per tag. ARGV: snapshot epoch, snapshot counter, ttl, body.
+
+An index never expires before an entry it lists (its TTL only grows), or an eviction could miss that entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What `execute` produced: the response body, the tags it read, and whether it may be stored at all.
+
+    `cacheable` is False for results with errors and for reads no tag covers (e.g. projection positions).
+    """
+
+    body: bytes
+    tags: Set[str] = frozenset()
+    cacheable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    body: bytes
+    status: Status
+    age_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    epoch: str
+    counter: int
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    body: bytes
+    age_seconds: float
+
+
+Flight = asyncio.Future[bytes | None]
+"""A leader's execution: resolves to the body if followers may use it, else None."""
+
+
+class _Unavailable(Exception):
+    """A Redis call failed or was skipped because the breaker is open: go on without the cache."""
+
+
+# --- keys -------------------------------------------------------------------------------------------------------
+
+
+def graphql_cache_key(
+    query: str,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+    user_id: str | None,
+    version: str = "",
+) -> str | None:
+    """The key of a GraphQL request, or None when it cannot be cached (unparsable document, odd variables).
+
+    The document is parsed and printed again, so whitespace and comments do not matter; variables are compared as
+    canonical JSON. The scope is the caller's X-User-ID (None: the service itself, which sees every batch); it is a
+    JSON string or null, so no user id can collide with the unscoped view. X-Service-ID is not part of the key:
+    every allowed service sees the same data. `version` should change whenever the same query could answer
+    differently (schema or resolver changes), so instances of two releases never share entries.
+    """
+    try:
+        document = print_ast(parse(query))
+        return ck.digest(["graphql", version, document, operation_name or None, dict(variables or {}), user_id])
+    except (GraphQLError, TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        return None
+
+
+def rest_cache_key(path: str, params: Iterable[tuple[str, str]], user_id: str | None, version: str = "") -> str:
+    """The key of a REST GET: path, query parameters in sorted order (repeats kept), scope as for GraphQL."""
+    return ck.digest(["rest", version, path, sorted(params), user_id])
+
+
+def cache_extension(served: Served) -> dict[str, object]:
+    """The value of a GraphQL response's `extensions.cache`: `{"status": ..., "ageSeconds": ... or None}`."""
+    age = None if served.age_seconds is None else round(served.age_seconds, 3)
+    return {"status": served.status, "ageSeconds": age}
+
+
+def with_cache_extension(body: bytes, served: Served) -> bytes:
+    """A GraphQL JSON response body with `extensions.cache` added (bodies are stored without it)."""
+    document = orjson.loads(body)
+    if not isinstance(document, dict):
+        return body
+    document.setdefault("extensions", {})["cache"] = cache_extension(served)
+    return orjson.dumps(document)
+
+
+# --- the cache --------------------------------------------------------------------------------------------------
+
+
+class QueryCache:
+    """Look up, execute on a miss, store: `fetch(key, execute)`. One per process, shared by all requests."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, pause_after_error: float = 1.0) -> None:
+        self._redis = redis
+        self._enabled = settings.cache_enabled
+        self._layout = ck.CacheLayout(settings.cache_prefix)
+        self._ttl = settings.cache_ttl_seconds
+        # Socket timeouts bound each phase of a call; this bounds the whole call (connect + command) as a backstop.
+        self._deadline = settings.redis_timeout_seconds * 2 + 0.05
+        # One failure opens it: a dead Redis then costs nothing per request, and one trial call per period probes it.
+        self._breaker = CircuitBreaker(threshold=1, reset_after=pause_after_error)
+        self._lookup_script = redis.register_script(_LOOKUP)
+        self._store_script = redis.register_script(_STORE)
+        self._flights: dict[str, Flight] = {}
+        self._healthy = True
+        ck.REDIS_UP.labels("api").set(1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryCache:
+        return cls(ck.connect(settings), settings)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        """Readiness probe: raises when Redis does not answer (bypassing the breaker, which may be open)."""
+        await self._redis.ping()
+
+    async def fetch(self, key: str, execute: Callable[[], Awaitable[Executed]]) -> Served:
+        """The response for `key`: from Redis, from a concurrent identical request, or from `execute`.
+
+        `execute` must do all of its reads when called (not before): the snapshot that guards the store precedes it.
+        """
+        if not self._enabled:
+            return await self._bypass(execute)
+        try:
+            snapshot, hit = await self._lookup(key)
+        except _Unavailable:
+            return await self._bypass(execute)
+        if hit is not None:
+            ck.REQUESTS.labels("hit").inc()
+            return Served(hit.body, "hit", hit.age_seconds)
+        flight = self._flights.get(key)
+        if flight is not None:
+            shared = await asyncio.shield(flight)
+            if shared is not None:
+                ck.REQUESTS.labels("coalesced").inc()
+                return Served(shared, "coalesced", 0.0)
+            # The leader's result could not be vouched for: execute on our own snapshot.
+            return await self._miss(key, snapshot, execute)
+        return await self._lead(key, snapshot, execute)
+
+    async def _bypass(self, execute: Callable[[], Awaitable[Executed]]) -> Served:
+        ck.REQUESTS.labels("bypass").inc()
+        executed = await execute()
+        return Served(executed.body, "bypass")
+
+    async def _lead(self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]) -> Served:
+        flight: Flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        shared: bytes | None = None
+        try:
+            served, stored = await self._run(key, snapshot, execute)
+            shared = served.body if stored else None
+            return served
+        finally:
+            self._flights.pop(key, None)
+            flight.set_result(shared)
+
+    async def _miss(self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]) -> Served:
+        served, _ = await self._run(key, snapshot, execute)
+        return served
+
+    async def _run(
+        self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]
+    ) -> tuple[Served, bool]:
+        ck.REQUESTS.labels("miss").inc()
+        executed = await execute()
+        outcome = await self._store(key, snapshot, executed)
+        ck.STORES.labels(outcome).inc()
+        return Served(executed.body, "miss"), outcome == "stored"
+
+    async def _lookup(self, key: str) -> tuple[_Snapshot, _Hit | None]:
+        started = time.monotonic()
+        epoch, counter, entry, now_ms = await self._guarded(
+            "lookup",
+            lambda: self._lookup_script(
+                keys=[self._layout.epoch, self._layout.counter],
+                args=[self._layout.entry_prefix, key, ck.new_epoch()],
+            ),
+        )
+        snapshot = _Snapshot(epoch.decode(), int(counter), started)
+        return snapshot, _parse_entry(entry, int(now_ms))
+
+    async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> str:
+        if not executed.cacheable:
+            return "skipped_uncacheable"
+        if time.monotonic() - snapshot.started > ck.STORE_DEADLINE_SECONDS:
+            return "skipped_stale"
+        entry = self._layout.entry(snapshot.epoch, key)
+        try:
+            result = await self._guarded(
+                "store",
+                lambda: self._store_script(
+                    keys=[self._layout.epoch, entry, *self._layout.tag_keys(executed.tags)],
+                    args=[snapshot.epoch, snapshot.counter, self._ttl, executed.body],
+                ),
+            )
+        except _Unavailable:
+            return "skipped_error"
+        return "stored" if result == b"stored" else "skipped_stale"
+
+    async def _guarded(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One Redis call under the breaker and the deadline; raises _Unavailable if skipped or failed."""
+        if not self._breaker.allow():
+            raise _Unavailable
+        try:
+            async with asyncio.timeout(self._deadline):
+                result = await call()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(op, exc)
+            raise _Unavailable from exc
+        except BaseException:
+            if self._breaker.is_open:
+                # A cancelled trial call must still end the trial, or the breaker would stay open for good.
+                self._breaker.record_failure()
+            raise
+        self._succeeded()
+        return result
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        ck.ERRORS.labels("api", op).inc()
+        self._breaker.record_failure()
+        if self._healthy:
+            self._healthy = False
+            ck.REDIS_UP.labels("api").set(0)
+            log.warning("redis unavailable, serving without the cache", op=op, error=repr(exc)[:200])
+
+    def _succeeded(self) -> None:
+        self._breaker.record_success()
+        if not self._healthy:
+            self._healthy = True
+            ck.REDIS_UP.labels("api").set(1)
+            log.info("redis reachable again, cache in use")
+
+
+def _parse_entry(entry: bytes | None, now_ms: int) -> _Hit | None:
+    """An entry is b"{stored_at_ms}\\n{body}"; anything else is treated as a miss (and overwritten by the store)."""
+    if entry is None:
+        return None
+    stamp, sep, body = entry.partition(b"\n")
+    if not sep or not stamp.isdigit():
+        return None
+    return _Hit(body, max(0.0, (now_ms - int(stamp)) / 1000))

@@ -1,0 +1,162 @@
+"""Evicting cached results after each committed transaction: the consumer's half of the argument in app/cache.py.
+
+One script per transaction: INCR the global counter to n, and for every changed tag set seq[tag] = n, delete the
+entries indexed under it and the index. `Evictor.evict` is the runner's `on_applied`, so it runs after the commit.
+
+An eviction that could not be delivered (Redis down or slow) leaves entries that may be stale and cannot be found
+later (the index may be gone too, the tags are not remembered). Instead the cache epoch changes as soon as Redis
+answers again: every entry stored before that is never read again, and a reader that took its snapshot before it
+cannot store. Until then a "bump pending" flag is kept; a background task retries every `retry_interval` seconds and
+the next eviction carries the bump in its own script. The epoch also changes at start-up, because a crash between a
+commit and its eviction loses that eviction the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Set
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from consumer.apply import Applied
+from ras import cache_keys as ck
+from ras.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_EVICT = """
+local bumped = 0
+if ARGV[2] == '1' or not redis.call('GET', KEYS[1]) or not redis.call('GET', KEYS[2]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  bumped = 1
+end
+local n = redis.call('INCR', KEYS[2])
+local deleted = 0
+for i = 3, #KEYS, 2 do
+  local members = redis.call('SMEMBERS', KEYS[i])
+  for j = 1, #members, 1000 do
+    deleted = deleted + redis.call('DEL', unpack(members, j, math.min(j + 999, #members)))
+  end
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], n, 'EX', ARGV[3])
+end
+return {n, deleted, bumped}
+"""
+"""KEYS: epoch, counter, then (index, seq) per tag. ARGV: fresh epoch, '1' to change the epoch, seq TTL.
+
+A missing epoch or counter means Redis lost its state (restart): the epoch changes then too, see app/cache.py.
+Returns the new counter, the number of entries deleted and whether the epoch changed."""
+
+
+class Evictor:
+    def __init__(self, redis: Redis, settings: Settings, *, retry_interval: float = 1.0) -> None:
+        self._redis = redis
+        self._layout = ck.CacheLayout(settings.cache_prefix)
+        self._deadline = settings.redis_timeout_seconds * 2 + 0.05
+        self._retry_interval = retry_interval
+        self._script = redis.register_script(_EVICT)
+        self._pending = False
+        # Evictions not delivered so far. A bump clears `pending` only if none was missed after the bump was sent.
+        self._missed = 0
+        self._retry_at = 0.0
+        self._last_counter = 0
+        self._healthy = True
+        self._retrier: asyncio.Task[None] | None = None
+        ck.REDIS_UP.labels("consumer").set(1)
+        ck.BUMP_PENDING.set(0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Evictor:
+        return cls(ck.connect(settings), settings)
+
+    @property
+    def bump_pending(self) -> bool:
+        return self._pending
+
+    async def evict(self, applied: Applied) -> None:
+        """Evict every tag `applied` changed, in one round trip; never raises (the projection goes on regardless)."""
+        tags = ck.changed_tags(applied.batch_ids, applied.user_ids)
+        if not tags:
+            return
+        if self._pending and time.monotonic() < self._retry_at:
+            # Redis failed a moment ago: don't wait for it again. The pending epoch change covers this eviction.
+            self._missed += 1
+            return
+        await self._call(tags, bump=self._pending, op="evict")
+
+    async def bump_epoch(self) -> None:
+        """Change the cache epoch so no entry stored so far is read again (start-up, missed evictions)."""
+        await self._call(frozenset(), bump=True, op="bump")
+
+    async def aclose(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            await asyncio.gather(self._retrier, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def _call(self, tags: Set[str], *, bump: bool, op: str) -> None:
+        missed = self._missed
+        try:
+            async with asyncio.timeout(self._deadline):
+                counter, deleted, bumped = await self._script(
+                    keys=[self._layout.epoch, self._layout.counter, *self._layout.tag_keys(tags)],
+                    args=[ck.new_epoch(), "1" if bump else "0", ck.SEQ_TTL_SECONDS],
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(op, exc)
+            return
+        self._succeeded()
+        _count(tags, int(deleted))
+        went_back = int(counter) <= self._last_counter
+        self._last_counter = int(counter)
+        if bumped:
+            self._bumped(missed)
+        elif went_back:
+            # Only a Redis restored from disk makes the counter go back; its entries may predate evictions.
+            log.warning("cache counter went backwards, changing the epoch", counter=int(counter))
+            await self.bump_epoch()
+
+    def _bumped(self, missed_before: int) -> None:
+        ck.EPOCH_BUMPS.inc()
+        if self._pending and self._missed == missed_before:
+            self._pending = False
+            ck.BUMP_PENDING.set(0)
+            log.info("cache epoch changed, missed evictions made up for")
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        ck.ERRORS.labels("consumer", op).inc()
+        self._missed += 1
+        self._pending = True
+        self._retry_at = time.monotonic() + self._retry_interval
+        ck.BUMP_PENDING.set(1)
+        if self._healthy:
+            self._healthy = False
+            ck.REDIS_UP.labels("consumer").set(0)
+            log.warning(
+                "redis unavailable, evictions not delivered; the cache epoch changes once it is back",
+                op=op,
+                error=repr(exc)[:200],
+            )
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.create_task(self._retry())
+
+    def _succeeded(self) -> None:
+        if not self._healthy:
+            self._healthy = True
+            ck.REDIS_UP.labels("consumer").set(1)
+            log.info("redis reachable again")
+
+    async def _retry(self) -> None:
+        while self._pending:
+            await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
+            if self._pending:
+                await self.bump_epoch()
+
+
+def _count(tags: Set[str], deleted: int) -> None:
+    for tag in tags:
+        ck.EVICTIONS.labels(ck.tag_kind(tag)).inc()
+    ck.ENTRIES_EVICTED.inc(deleted)
