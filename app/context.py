@@ -13,6 +13,7 @@ from app.auth import Caller
 from app.limits import ApiLimits
 from app.loaders import Loaders, ReadTags
 from app.session import ReadSession
+from ras.breaker import CircuitBreaker
 
 CORRELATION_HEADER = "X-Correlation-ID"
 # A caller's correlation id is reused only when it is short and plain: it ends up in logs and responses.
@@ -48,9 +49,11 @@ class RequestContext:
         await self.session.close()
 
 
-def new_context(engine: AsyncEngine, caller: Caller, correlation: str, limits: ApiLimits) -> RequestContext:
+def new_context(
+    engine: AsyncEngine, caller: Caller, correlation: str, limits: ApiLimits, breaker: CircuitBreaker | None = None
+) -> RequestContext:
     """A request's context. Call inside the running event loop; `close()` it when the response is built."""
-    session = ReadSession(engine)
+    session = ReadSession(engine, breaker)
     tags = ReadTags()
     loaders = Loaders(session, caller.user_id, tags)
     return RequestContext(caller, correlation, limits, session, tags, loaders)

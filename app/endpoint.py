@@ -38,6 +38,7 @@ from app.errors import BAD_USER_INPUT, INTERNAL, LIMIT_EXCEEDED, UNAUTHENTICATED
 from app.limits import ApiLimits
 from app.metrics import GRAPHQL_ERRORS, REQUEST_SECONDS, REQUESTS
 from ras import cache_keys as ck
+from ras.breaker import CircuitBreaker
 from ras.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self.limits = limits
         self._engine = engine
         self._cache = cache
+        self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
         # Hits skip validation, so entries of another schema or other limits must never match.
         self._cache_version = ck.digest(["graphql", str(schema), repr(limits)])
 
@@ -103,7 +105,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         return response
 
     async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
-        context = new_context(self._engine(), caller, correlation, self.limits)
+        context = new_context(self._engine(), caller, correlation, self.limits, self.breaker)
         try:
             response = await self.run(request, context=context)
         except HTTPException as exc:
@@ -111,6 +113,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         finally:
             await context.close()
         request.state.tags = context.tags
+        if context.session.unavailable and response.status_code == 200:
+            response.status_code = 503
+            response.headers["Retry-After"] = "2"
         return response
 
     async def _cached(

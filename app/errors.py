@@ -1,6 +1,7 @@
 """Errors as callers see them: every error carries `extensions.code` and `extensions.correlationId`.
 
-Codes: UNAUTHENTICATED (401, before execution), FORBIDDEN, BAD_USER_INPUT, LIMIT_EXCEEDED and INTERNAL. An INTERNAL
+Codes: UNAUTHENTICATED (401, before execution), FORBIDDEN, BAD_USER_INPUT, LIMIT_EXCEEDED, SERVICE_UNAVAILABLE (the
+database cannot be reached: the response is HTTP 503 with Retry-After) and INTERNAL. An INTERNAL
 error's message never shows what went wrong inside; the exception is logged with the correlation id the error
 carries, so a report quoting it finds the log line.
 """
@@ -22,6 +23,7 @@ FORBIDDEN = "FORBIDDEN"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 INTERNAL = "INTERNAL"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class ApiError(Exception):
@@ -45,6 +47,10 @@ class Forbidden(ApiError):
 
 class LimitExceeded(ApiError):
     code = LIMIT_EXCEEDED
+
+
+class DatabaseUnavailable(ApiError):
+    code = SERVICE_UNAVAILABLE
 
 
 def error_body(message: str, code: str, correlation_id: str, **extensions: Any) -> dict[str, Any]:

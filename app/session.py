@@ -4,6 +4,10 @@ The consumer commits while requests run. Reading a batch page, its total and its
 could mix two states (a total that disagrees with the edges); one REPEATABLE READ, read-only transaction makes the
 whole response consistent. Its connection is taken from the pool only when the first loader needs it, and loaders
 take turns on it (a connection runs one statement at a time).
+
+When PostgreSQL cannot be reached, reads raise `DatabaseUnavailable` (a clear, retryable error for the caller
+instead of a masked internal one), and the app's circuit breaker makes the following requests fail at once rather
+than each waiting on a dead server; one trial request per period probes for its return.
 """
 
 from __future__ import annotations
@@ -14,17 +18,43 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.errors import DatabaseUnavailable
+from db.errors import is_transient
+from ras.breaker import CircuitBreaker
+
 T = TypeVar("T")
 
 
+UNAVAILABLE_MESSAGE = "The database is unavailable right now; retry shortly."
+
+
 class ReadSession:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, breaker: CircuitBreaker | None = None) -> None:
         self._engine = engine
+        self._breaker = breaker
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
+        self.unavailable = False
 
     async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `read` on the request's connection, opening it (and its snapshot) on first use."""
+        if self._breaker is not None and not self._breaker.allow():
+            self.unavailable = True
+            raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
+        try:
+            result = await self._run(read)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.unavailable = True
+            if self._breaker is not None:
+                self._breaker.record_failure()
+            raise DatabaseUnavailable(UNAVAILABLE_MESSAGE) from exc
+        if self._breaker is not None:
+            self._breaker.record_success()
+        return result
+
+    async def _run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._lock:
             if self._conn is None:
                 conn = await self._engine.connect()
@@ -43,5 +73,8 @@ class ReadSession:
         if conn is not None:
             try:
                 await conn.rollback()
+            except Exception as exc:
+                if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
+                    raise
             finally:
                 await conn.close()

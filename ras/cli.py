@@ -7,6 +7,10 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.ops import OpsServer
 from ras.logs import configure_logging
 from ras.settings import Settings, load_settings
 
@@ -23,23 +27,59 @@ async def _consume(settings: Settings) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from consumer.eviction import Evictor
+    from consumer.ops import ops_app, ops_server
     from consumer.runner import ProjectionConsumer
 
     engine = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
     evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
-    if evictor is not None:
-        # A crash between a commit and its eviction (the last run's) left entries nothing will evict: hide them all.
-        await evictor.bump_epoch()
     consumer = ProjectionConsumer(settings, engine, on_applied=evictor.evict if evictor is not None else None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
+    ops = None
+    if settings.consumer_metrics_port:
+        ops = ops_server(ops_app(engine, consumer.assigned.is_set), settings.host, settings.consumer_metrics_port)
+    ops_task = asyncio.create_task(_serve_ops(ops, settings.consumer_metrics_port)) if ops is not None else None
     try:
+        await _wait_for_dependencies(settings, engine)
+        if evictor is not None:
+            # A crash between a commit and its eviction (the last run's) left entries nothing will evict: hide them.
+            await evictor.bump_epoch()
         await consumer.run()
     finally:
+        if ops is not None and ops_task is not None:
+            ops.should_exit = True
+            await ops_task
         if evictor is not None:
             await evictor.aclose()
         await engine.dispose()
+
+
+async def _serve_ops(server: OpsServer, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits when it cannot bind; the consumer's work matters more than its metrics
+        structlog.get_logger(__name__).error("consumer metrics/health server could not start", port=port)
+
+
+async def _wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from sqlalchemy import text
+
+    from ras.wait import wait_for
+
+    async def database() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def kafka() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3_000)
+        await admin.start()
+        await admin.close()
+
+    budget = settings.startup_timeout_seconds
+    await wait_for("database", engine.url.render_as_string(hide_password=True), database, budget)
+    await wait_for("kafka", settings.kafka_bootstrap_servers, kafka, budget)
 
 
 def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:

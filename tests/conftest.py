@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -13,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from consumer.topics import ALL_TOPICS
 from db.migrate import upgrade_async
 from tests import servers
+
+if TYPE_CHECKING:
+    from ras.embedded import PostgresProcess
 
 
 @pytest.fixture(scope="session")
@@ -83,5 +87,20 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
     try:
         await create_topics(server.bootstrap, ALL_TOPICS, 4)
         yield server.bootstrap
+    finally:
+        await asyncio.to_thread(server.close)
+
+
+@pytest.fixture
+async def owned_postgres() -> AsyncIterator[tuple[PostgresProcess, str]]:
+    """A PostgreSQL server this test alone owns (it may stop or kill it), with a migrated database `ras`."""
+    from ras.embedded import PostgresProcess
+
+    server = PostgresProcess()
+    await asyncio.to_thread(server.start)
+    try:
+        url = await servers.create_database(server.url_for("postgres"), "ras")
+        await upgrade_async(url)
+        yield server, url
     finally:
         await asyncio.to_thread(server.close)
