@@ -58,6 +58,15 @@ class BatchPageKey:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSliceKey:
+    """An offset page of a batch list (the REST shim's `limit`/`offset`)."""
+
+    query: BatchQuery
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class EssayPageKey:
     batch_id: str
     first: int
@@ -92,6 +101,7 @@ class Loaders:
         self.batch: DataLoader[str, BatchRow | None] = self._loader(self._batches)
         self.batch_page: DataLoader[BatchPageKey, Page[BatchRow]] = self._loader(self._batch_pages)
         self.batch_count: DataLoader[BatchQuery, int] = self._loader(self._batch_counts)
+        self.batch_slice: DataLoader[BatchSliceKey, list[BatchRow]] = self._loader(self._batch_slices)
         self.essay: DataLoader[str, EssayRow | None] = self._loader(self._essays)
         self.essay_page: DataLoader[EssayPageKey, Page[EssayRow]] = self._loader(self._essay_pages)
         self.essay_count: DataLoader[EssayCountKey, int] = self._loader(self._essay_counts)
@@ -119,6 +129,15 @@ class Loaders:
         self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
         self._tags.batches.update(row.batch_id for page in pages for row in page.rows)
         return pages
+
+    async def _batch_slices(self, keys: list[BatchSliceKey]) -> list[list[BatchRow]]:
+        async def read(conn: AsyncConnection) -> list[list[BatchRow]]:
+            return [await reads.batch_slice(conn, k.query, k.limit, k.offset) for k in keys]
+
+        slices = await self._read(read)
+        self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
+        self._tags.batches.update(row.batch_id for rows in slices for row in rows)
+        return slices
 
     async def _batch_counts(self, queries: list[BatchQuery]) -> list[int]:
         self._tags.user_lists.update(q.user_id or ALL_USERS for q in queries)

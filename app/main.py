@@ -6,17 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from app import graphiql
+from app import graphiql, metrics, rest
+from app.cache import QueryCache
 from app.endpoint import GraphQLEndpoint
+from app.health import Health
 from app.limits import ApiLimits, limits_from
 from app.schema import build_schema
+from ras.prometheus import metrics_endpoint
 from ras.settings import Settings
+from ras.wait import wait_for
 
 GRAPHQL_PATH = "/graphql"
+# A request must not hang on a database that accepts connections but never answers.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class _EngineHolder:
@@ -31,8 +38,14 @@ class _EngineHolder:
         return self.engine
 
 
-def create_app(settings: Settings, engine: AsyncEngine | None = None, limits: ApiLimits | None = None) -> Starlette:
-    """The ASGI app. Without `engine`, the lifespan creates one from settings and disposes of it on shutdown.
+def create_app(
+    settings: Settings,
+    engine: AsyncEngine | None = None,
+    limits: ApiLimits | None = None,
+    cache: QueryCache | None = None,
+) -> Starlette:
+    """The ASGI app. Without `engine`, the lifespan waits for the database, creates an engine from settings and
+    disposes of it on shutdown. `cache` (see `serve`) caches GraphQL and REST results; the app closes it.
 
     `limits` overrides the limits settings give (tests use it).
     """
@@ -43,25 +56,57 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None, limits: Ap
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if engine is not None:
-            yield
-            return
-        holder.engine = create_async_engine(
-            settings.database_url, pool_size=settings.database_pool_size, pool_pre_ping=True
-        )
+        if engine is None:
+            holder.engine = await _connected_engine(settings)
+        metrics.POOL.engine = lambda: holder.engine
         try:
             yield
         finally:
-            await holder.engine.dispose()
-            holder.engine = None
+            if cache is not None:
+                await cache.aclose()
+            if engine is None and holder.engine is not None:
+                await holder.engine.dispose()
+                holder.engine = None
 
-    endpoint = GraphQLEndpoint(build_schema(limits), settings, limits, holder)
-    routes = [Route(GRAPHQL_PATH, endpoint)]
+    health = Health(settings, holder, cache.ping if cache is not None else None)
+    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache)
+    routes = [
+        Route(GRAPHQL_PATH, graphql),
+        # One breaker for both: they read the same database.
+        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker)),
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz),
+        Route("/metrics", metrics_endpoint),
+    ]
     if limits.graphiql:
         routes.append(Route(graphiql.ASSET_PATH + "/{name}", graphiql.asset_endpoint, methods=["GET", "HEAD"]))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+async def _connected_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    await wait_for("database", engine.url.render_as_string(hide_password=True), probe, settings.startup_timeout_seconds)
+    return engine
+
+
 def serve(settings: Settings) -> None:
-    """Run the API until interrupted (what `ras serve` does)."""
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    """Run the API until SIGTERM/SIGINT (what `ras serve` does); uvicorn then stops accepting connections and
+    lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS."""
+    cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
+    uvicorn.run(
+        create_app(settings, cache=cache),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )

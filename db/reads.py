@@ -375,6 +375,16 @@ async def batch_page(conn: AsyncConnection, query: BatchQuery, first: int, after
     return Page(rows[:first], len(rows) > first)
 
 
+async def batch_slice(conn: AsyncConnection, query: BatchQuery, limit: int, offset: int) -> list[BatchRow]:
+    """Up to `limit` batches matching `query`, newest first, after skipping `offset` of them.
+
+    The REST shim's offset pagination (its callers send `limit`/`offset`); same order as `batch_page`.
+    """
+    order = (_BATCHES.c.created_at.desc(), _BATCHES.c.batch_id.desc())
+    stmt = select(*_BATCH_COLUMNS).where(*_batch_conditions(query)).order_by(*order).limit(limit).offset(offset)
+    return [_batch(row) for row in await conn.execute(stmt)]
+
+
 async def count_batches(conn: AsyncConnection, query: BatchQuery) -> int:
     stmt = select(func.count()).select_from(_BATCHES).where(*_batch_conditions(query))
     return int((await conn.execute(stmt)).scalar_one())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ras import breaker as module
 from ras.breaker import CircuitBreaker
 
 
@@ -19,7 +18,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(module.time, "monotonic", fake)
+    monkeypatch.setattr("ras.breaker.time.monotonic", fake)
     return fake
 
 
