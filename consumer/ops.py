@@ -7,8 +7,7 @@ partitions, and can reach PostgreSQL; the body also reports the stored positions
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from db.reads import projection_state
+from ras.http_server import TaskServer
 from ras.prometheus import metrics_endpoint
 
 CHECK_TIMEOUT_SECONDS = 1.0
@@ -50,14 +50,5 @@ def ops_app(engine: AsyncEngine, assigned: Callable[[], bool]) -> Starlette:
     return Starlette(routes=routes)
 
 
-class OpsServer(uvicorn.Server):
-    """A uvicorn server run as a task beside the consumer. It leaves signals alone: SIGTERM belongs to the
-    consumer, which finishes its transaction and then stops this server (`should_exit`)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def ops_server(app: Starlette, host: str, port: int) -> OpsServer:
-    return OpsServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+def ops_server(app: Starlette, host: str, port: int) -> TaskServer:
+    return TaskServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))

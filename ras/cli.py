@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.ops import OpsServer
+from ras.http_server import TaskServer
 from ras.logs import configure_logging
 from ras.settings import Settings, load_settings
 
@@ -55,7 +55,7 @@ async def _consume(settings: Settings) -> None:
         await engine.dispose()
 
 
-async def _serve_ops(server: OpsServer, port: int) -> None:
+async def _serve_ops(server: TaskServer, port: int) -> None:
     try:
         await server.serve()
     except SystemExit:  # uvicorn exits when it cannot bind; the consumer's work matters more than its metrics
@@ -145,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=4, help="number of teachers owning them (default: 4)")
     demo.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    dev = commands.add_parser(
+        "dev",
+        help="run a complete local stack (embedded PostgreSQL, Redis, broker) with the API, consumer and a demo",
+        description="Start PostgreSQL, Redis and a Kafka-protocol broker from PyPI packages unless RAS_DATABASE_URL, "
+        "RAS_REDIS_URL or RAS_KAFKA_BOOTSTRAP_SERVERS name servers to use; migrate; run the consumer and the API in "
+        "this process; produce a demo stream. Ctrl-C stops everything it started.",
+    )
+    dev.add_argument("--port", type=int, default=None, help="API port (default: RAS_PORT or 4003)")
+    dev.add_argument("--batches", type=int, default=24, help="demo batches to produce (default: 24; 0 for none)")
+    dev.add_argument("--rate", type=float, default=None, help="demo events per second (default: as fast as possible)")
+    dev.add_argument("--no-progress", action="store_true", help="no progress bar")
     quarantine = commands.add_parser(
         "quarantine",
         help="inspect or replay records the consumer could not apply",
@@ -164,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "dev":  # builds its settings once its servers are up
+        from ras.dev import run_dev
+
+        configure_logging("WARNING")
+        asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress))
+        return 0
     settings = load_settings()
     configure_logging(settings.log_level)
     if args.command == "migrate":

@@ -16,13 +16,16 @@ from ras.embedded import free_port
 class RasProcess:
     """One `ras` command as a child process, its output in a log file the test can search."""
 
-    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, command: str, env: dict[str, str], log: Path, args: list[str] | None = None) -> None:
         self.log = log
         self._file = log.open("wb")
         full_env = {**os.environ, "RAS_LOG_LEVEL": "INFO", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ras.cli", command], env=full_env, stdout=self._file, stderr=subprocess.STDOUT
-        )
+        argv = [sys.executable, "-m", "ras.cli", command, *(args or [])]
+        self.proc = subprocess.Popen(argv, env=full_env, stdout=self._file, stderr=subprocess.STDOUT)
+
+    @classmethod
+    def with_args(cls, argv: list[str], env: dict[str, str], log: Path) -> RasProcess:
+        return cls(argv[0], env, log, argv[1:])
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
