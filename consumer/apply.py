@@ -2,14 +2,15 @@
 
 The transaction holds the projection's rows, the quarantined records and the next offset of every partition the
 batch came from, so after a crash at any instant the stored positions say exactly which records the tables
-already reflect. Nothing here talks to Kafka: the runner hands records in and the tests do the same.
+already reflect. Records are decoded into rows first (`project`, no I/O), so the transaction holds its locks only
+for the database work. Nothing here talks to Kafka: the runner hands records in and the tests do the same.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +81,7 @@ async def _rederive(conn: AsyncConnection, batch_ids: set[str]) -> set[str]:
     for f in facts:
         facts_by_batch.setdefault(f["batch_id"], []).append(Fact(f["kind"], f["fact_at"], f["digest"], f["body"]))
     spans = {a["batch_id"]: (a["first_at"], a["last_at"]) for a in activity}
-    updates = []
+    states = []
     for batch in batches:
         first_at, last_at = spans.get(batch["batch_id"], (None, None))
         state = derive(
@@ -90,11 +91,72 @@ async def _rederive(conn: AsyncConnection, batch_ids: set[str]) -> set[str]:
             facts_by_batch.get(batch["batch_id"], []),
             first_at,
             last_at,
-        ).as_row()
-        if any(batch[k] != v for k, v in state.items()):
-            updates.append({"batch_id": batch["batch_id"], **state})
-    await writes.update_derived(conn, updates)
+        )
+        states.append({"batch_id": batch["batch_id"], **state.as_row()})
+    await writes.update_derived(conn, states)
     return {b["user_id"] for b in batches}
+
+
+@dataclass
+class Projection:
+    """Records read and turned into rows, before any database work (see `project`)."""
+
+    records: Sequence[Record]
+    rows: Rows = field(default_factory=Rows)
+    poison: list[dict[str, Any]] = field(default_factory=list)
+    counts: Applied = field(default_factory=Applied)
+    event_times: dict[tuple[str, int], datetime] = field(default_factory=dict)
+
+
+def project(records: Sequence[Record], max_bytes: int) -> Projection:
+    """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside for quarantine."""
+    out = Projection(records)
+    for record in records:
+        try:
+            event = decode(record, max_bytes)
+            if event is None:
+                out.counts.ignored[record.topic] += 1
+                continue
+            out.rows.extend(rows_for(event))
+        except PoisonMessage as exc:
+            out.poison.append(_quarantine_row(record, str(exc)))
+            out.counts.quarantined[record.topic] += 1
+            continue
+        out.counts.applied[record.topic] += 1
+        stamp = event.envelope.event_timestamp or event.record_time
+        if stamp is not None:
+            tp = (record.topic, record.partition)
+            out.event_times[tp] = max(out.event_times.get(tp, stamp), stamp)
+            out.counts.newest_event_at = max(out.counts.newest_event_at or stamp, stamp)
+    return out
+
+
+async def write_rows(conn: AsyncConnection, projection: Projection) -> Applied:
+    """Write a projection's rows and quarantined records within the caller's open transaction, without positions."""
+    rows = projection.rows
+    await writes.lock_batches(conn, _batch_ids(rows))
+    initial = {**BatchState().as_row(), "phase_stats": {}}
+    changed = await writes.upsert_registrations(conn, rows.registrations, initial)
+    changed |= await writes.insert_batch_facts(conn, rows.batch_facts)
+    changed |= await writes.upsert_essay_slots(conn, rows.essay_slots)
+    changed |= await writes.link_essays(conn, rows.essay_links)
+    changed |= await writes.upsert_phase_results(conn, rows.phase_results)
+    user_ids = await _rederive(conn, changed) if changed else set()
+    await writes.quarantine(conn, projection.poison)
+    return replace(projection.counts, batch_ids=changed, user_ids=user_ids)
+
+
+async def apply_projection(
+    conn: AsyncConnection, projection: Projection, high_watermarks: dict[tuple[str, int], int] | None = None
+) -> Applied:
+    """Write a projection and store the positions after its records, within the caller's open transaction.
+
+    `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
+    """
+    result = await write_rows(conn, projection)
+    positions = _positions(projection.records, projection.event_times, high_watermarks or {})
+    await writes.store_positions(conn, positions)
+    return result
 
 
 async def apply_records(
@@ -103,45 +165,8 @@ async def apply_records(
     max_bytes: int,
     high_watermarks: dict[tuple[str, int], int] | None = None,
 ) -> Applied:
-    """Project `records` within the caller's open transaction on `conn`.
-
-    `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
-    """
-    result = Applied()
-    rows = Rows()
-    poison: list[dict[str, Any]] = []
-    event_times: dict[tuple[str, int], datetime] = {}
-    for record in records:
-        try:
-            event = decode(record, max_bytes)
-            if event is None:
-                result.ignored[record.topic] += 1
-                continue
-            rows.extend(rows_for(event))
-        except PoisonMessage as exc:
-            poison.append(_quarantine_row(record, str(exc)))
-            result.quarantined[record.topic] += 1
-            continue
-        result.applied[record.topic] += 1
-        stamp = event.envelope.event_timestamp or event.record_time
-        if stamp is not None:
-            tp = (record.topic, record.partition)
-            event_times[tp] = max(event_times.get(tp, stamp), stamp)
-            result.newest_event_at = max(result.newest_event_at or stamp, stamp)
-
-    await writes.lock_batches(conn, _batch_ids(rows))
-    initial = {**BatchState().as_row(), "phase_stats": {}}
-    changed = await writes.upsert_registrations(conn, rows.registrations, initial)
-    changed |= await writes.insert_batch_facts(conn, rows.batch_facts)
-    changed |= await writes.upsert_essay_slots(conn, rows.essay_slots)
-    changed |= await writes.link_essays(conn, rows.essay_links)
-    changed |= await writes.upsert_phase_results(conn, rows.phase_results)
-    if changed:
-        result.user_ids = await _rederive(conn, changed)
-    result.batch_ids = changed
-    await writes.quarantine(conn, poison)
-    await writes.store_positions(conn, _positions(records, event_times, high_watermarks or {}))
-    return result
+    """Project `records` and store the positions after them, within the caller's open transaction on `conn`."""
+    return await apply_projection(conn, project(records, max_bytes), high_watermarks)
 
 
 async def quarantine_records(

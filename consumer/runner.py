@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
-from consumer.apply import Applied, apply_records, quarantine_records
+from consumer.apply import Applied, Projection, apply_projection, project, quarantine_records
 from consumer.decode import Record
 from consumer.offsets import PositionListener
 from consumer.topics import ALL_TOPICS
@@ -30,6 +30,7 @@ from ras.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+PREFETCH_BYTES = 16 * 1024 * 1024
 OnApplied = Callable[[Applied], Awaitable[None]]
 
 
@@ -60,8 +61,12 @@ class ProjectionConsumer:
             auto_offset_reset=settings.kafka_auto_offset_reset,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
-            max_partition_fetch_bytes=settings.max_message_bytes * 8,
-            fetch_max_bytes=max(52_428_800, settings.max_message_bytes * 8),
+            # The prefetch buffer is most of the consumer's memory, so it is bounded whatever the backlog: up to
+            # one record of the largest accepted size per partition (brokers return a larger first record anyway,
+            # so it can still be fetched and quarantined) and 16 MiB per fetch. Larger buffers gained nothing in W1
+            # (bench/), but peak RSS then grew with the backlog.
+            max_partition_fetch_bytes=settings.max_message_bytes,
+            fetch_max_bytes=max(PREFETCH_BYTES, settings.max_message_bytes * 2),
         )
         self.assigned = asyncio.Event()
 
@@ -85,7 +90,7 @@ class ProjectionConsumer:
             while not self._stop.is_set():
                 records, self._held = self._held + await self._fetch(self._settings.kafka_fetch_timeout_ms), []
                 if records:
-                    await self._apply(records)
+                    await self._apply(project(records, self._settings.max_message_bytes))
         except Stopping:
             log.info("shutdown requested while waiting for the database; uncommitted work will be re-read")
         finally:
@@ -108,9 +113,10 @@ class ProjectionConsumer:
                 marks[tp] = mark
         return marks
 
-    async def _apply(self, records: list[Record]) -> None:
+    async def _apply(self, projection: Projection) -> None:
+        records = projection.records
         started = time.perf_counter()
-        results = await self._apply_isolating(records)
+        results = await self._apply_isolating(projection)
         metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         metrics.TRANSACTION_RECORDS.observe(len(records))
         await self._commit_to_kafka(records)
@@ -119,24 +125,26 @@ class ProjectionConsumer:
             if self._on_applied is not None and (applied.batch_ids or applied.user_ids):
                 await self._on_applied(applied)
 
-    async def _apply_isolating(self, records: list[Record]) -> list[Applied]:
+    async def _apply_isolating(self, projection: Projection) -> list[Applied]:
+        records = projection.records
         marks = self._high_watermarks(records)
         for (topic, partition), mark in marks.items():
             consumed = max(r.offset for r in records if r.topic == topic and r.partition == partition) + 1
             metrics.LAG.labels(topic, str(partition)).set(max(0, mark - consumed))
 
-        async def project() -> Applied:
+        async def write() -> Applied:
             async with self._in_flight, self._engine.begin() as conn:
-                return await apply_records(conn, records, self._settings.max_message_bytes, marks)
+                return await apply_projection(conn, projection, marks)
 
         try:
-            return [await self._retrying("apply records", project)]
+            return [await self._retrying("apply records", write)]
         except DBAPIError as exc:
             if not is_data_error(exc):
                 raise
             if len(records) > 1:
-                middle = len(records) // 2
-                return await self._apply_isolating(records[:middle]) + await self._apply_isolating(records[middle:])
+                middle, max_bytes = len(records) // 2, self._settings.max_message_bytes
+                first = await self._apply_isolating(project(records[:middle], max_bytes))
+                return first + await self._apply_isolating(project(records[middle:], max_bytes))
             reason = f"database rejected the record: {exc.orig}"
             log.warning("record refused by the database", topic=records[0].topic, offset=records[0].offset)
 

@@ -1,0 +1,103 @@
+"""`make bench`: run the benchmark scenarios, print their table and write bench/results/latest.json.
+
+    python -m bench.run                # every scenario
+    python -m bench.run --only W1      # just W1 (several --only, or a comma-separated list, select more)
+
+Servers come from RAS_BENCH_DATABASE_URL, RAS_BENCH_REDIS_URL and RAS_BENCH_KAFKA_BOOTSTRAP when set; otherwise
+throwaway ones are started as the test suite starts them (ras.embedded). A scenario is a module with `NAME`,
+`TITLE` and `async def run(ctx: Context) -> Result`; add it to SCENARIOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import Context, Result, Servers, table
+
+# Scenario name → module, imported only when selected (later: R1–R3 and F1, once the API is there).
+SCENARIOS: dict[str, str] = {
+    "W1": "bench.w1_projection",
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help=f"scenario(s) to run: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--repetitions", type=int, default=3, help="repetitions of every measurement (default: 3)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
+    return parser.parse_args(argv)
+
+
+def selected(only: Sequence[str]) -> list[str]:
+    names = [n.strip().upper() for item in only for n in item.split(",") if n.strip()] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    return names
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = selected(args.only)
+    servers = Servers()
+    ctx = Context(servers, repetitions=max(1, args.repetitions))
+    results: list[Result] = []
+    started = time.perf_counter()
+    try:
+        for name in names:
+            module = importlib.import_module(SCENARIOS[name])
+            ctx.log(f"{name}: {module.TITLE}")
+            begun = time.perf_counter()
+            result: Result = await module.run(ctx)
+            result.seconds = time.perf_counter() - begun
+            results.append(result)
+            ctx.log(f"{name}: done in {result.seconds:.0f}s")
+    finally:
+        await servers.close()
+    total = time.perf_counter() - started
+
+    print()
+    print(table(results))
+    for res in results:
+        for note in res.notes:
+            print(f"{res.scenario}: {note}")
+    print(f"\n{len(results)} scenario(s), {ctx.repetitions} repetitions each, {total:.0f}s in all")
+
+    report = {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(total, 1),
+        "repetitions": ctx.repetitions,
+        "machine": machine(),
+        "servers": servers.describe(),
+        "scenarios": {res.scenario: res.as_json() for res in results},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
