@@ -80,7 +80,7 @@ class ProjectionConsumer:
             self._engine,
             self._in_flight,
             start_from_end=self._settings.kafka_auto_offset_reset == "latest",
-            retry=self._retrying,
+            retry=self._retrying_in_callback,
             on_assigned=self.assigned.set,
         )
         self._kafka.subscribe(self._topics, listener=listener)
@@ -155,6 +155,15 @@ class ProjectionConsumer:
             return [await self._retrying("quarantine record", refuse)]
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await self._retry(what, attempt, self._wait_paused)
+
+    async def _retrying_in_callback(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        # Inside a rebalance callback the consumer must not be polled: the rebalance waits for the callback.
+        return await self._retry(what, attempt, self._sleep)
+
+    async def _retry(
+        self, what: str, attempt: Callable[[], Awaitable[T]], wait: Callable[[float], Awaitable[None]]
+    ) -> T:
         backoff = Backoff(base=0.2, cap=10.0)
         while True:
             try:
@@ -165,11 +174,16 @@ class ProjectionConsumer:
                 delay = backoff.next_delay()
                 metrics.RETRIES.inc()
                 log.warning("database unavailable, retrying", action=what, error=str(exc)[:200], delay=round(delay, 2))
-                await self._wait_paused(delay)
+                await wait(delay)
                 continue
             if backoff.attempt:
                 self._resume()
             return result
+
+    async def _sleep(self, delay: float) -> None:
+        if self._stop.is_set():
+            raise Stopping
+        await asyncio.sleep(delay)
 
     async def _wait_paused(self, delay: float) -> None:
         """Sleep `delay` while polling with every partition paused, so the group keeps this member."""
