@@ -198,7 +198,8 @@ def check(database_url: str, screenshot: Path | None = None) -> CheckResult:
     if chromium is None:
         raise RuntimeError("chromium is not installed: apt-get install chromium")
     result = CheckResult()
-    with _serving(database_url) as origin, tempfile.TemporaryDirectory() as profile:
+    # Chromium helper processes may still write to the profile as it exits; leftovers are harmless.
+    with _serving(database_url) as origin, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         debug_port = _free_port()
         flags = [*CHROMIUM_FLAGS, f"--remote-debugging-port={debug_port}", f"--user-data-dir={profile}"]
         browser = subprocess.Popen(

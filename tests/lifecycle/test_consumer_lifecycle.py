@@ -59,8 +59,11 @@ async def test_waits_for_the_broker_becomes_ready_and_stops_cleanly_on_sigterm(
         await wait_for_positions(engine, ends, timeout=60)
         ready = await wait_for_status(f"http://127.0.0.1:{ops_port}/readyz", 200)
         assert ready["assigned"] is True and ready["lag"] == 0
-        metrics = await asyncio.to_thread(_get_text, f"http://127.0.0.1:{ops_port}/metrics")
-        assert 'ras_consumer_events_total{outcome="applied",topic="huleedu.batch.essays.registered.v1"} 3.0' in metrics
+        # Counted just after the commit the positions show, so the scrape may come a moment early: poll.
+        applied = 'ras_consumer_events_total{outcome="applied",topic="huleedu.batch.essays.registered.v1"} 3.0'
+        async with asyncio.timeout(10):
+            while applied not in await asyncio.to_thread(_get_text, f"http://127.0.0.1:{ops_port}/metrics"):
+                await asyncio.sleep(0.05)
 
         assert await consumer.stop(signal.SIGTERM, timeout=30) == 0
         assert "consumer stopped" in consumer.output()
