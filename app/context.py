@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import Caller
+from app.consistency import Consistency
 from app.limits import ApiLimits
 from app.loaders import Loaders, ReadTags
 from app.session import ReadSession
@@ -34,6 +35,8 @@ class RequestContext:
     session: ReadSession
     tags: ReadTags
     loaders: Loaders
+    # Read-your-writes waits (@consistent, Projection.waitFor); None where the app offers none.
+    consistency: Consistency | None = None
 
     @property
     def read_batches(self) -> set[str]:
@@ -50,10 +53,15 @@ class RequestContext:
 
 
 def new_context(
-    engine: AsyncEngine, caller: Caller, correlation: str, limits: ApiLimits, breaker: CircuitBreaker | None = None
+    engine: AsyncEngine,
+    caller: Caller,
+    correlation: str,
+    limits: ApiLimits,
+    breaker: CircuitBreaker | None = None,
+    consistency: Consistency | None = None,
 ) -> RequestContext:
     """A request's context. Call inside the running event loop; `close()` it when the response is built."""
     session = ReadSession(engine, breaker)
     tags = ReadTags()
     loaders = Loaders(session, caller.user_id, tags)
-    return RequestContext(caller, correlation, limits, session, tags, loaders)
+    return RequestContext(caller, correlation, limits, session, tags, loaders, consistency)

@@ -26,7 +26,8 @@ def _decode(cursor: str, kind: str) -> str:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    if not text.startswith(kind):
+    # A decoded NUL goes nowhere but into a SQL parameter PostgreSQL refuses (no stored id can hold one).
+    if not text.startswith(kind) or "\x00" in text:
         raise BadUserInput(f"Invalid cursor {cursor!r}: pass an endCursor or edge cursor from this list.")
     return text[len(kind) :]
 

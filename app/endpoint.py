@@ -10,13 +10,18 @@ hit is answered with the stored bytes and `extensions.cache` spliced in, without
 anything. A miss runs the normal path inside `QueryCache.fetch`, with a context created there, so its database
 snapshot opens after the cache's own snapshot (app/cache.py explains why that ordering matters). Only error-free
 results whose reads are all covered by tags are stored.
+
+WebSocket connections (graphql-transport-ws only) carry subscriptions (app/subscriptions.py): the credentials come
+in the `connection_init` payload or on the upgrade request, and a refused connection is closed with 4401 (missing)
+or 4403 (wrong); without a live-update hub the handshake itself is refused.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
 import orjson
@@ -26,17 +31,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from app import graphiql
 from app.auth import AuthError, Caller, authenticate
 from app.cache import Executed, QueryCache, Served, cache_extension, graphql_cache_key, with_cache_extension
+from app.consistency import Consistency
 from app.context import CORRELATION_HEADER, RequestContext, correlation_id, new_context
 from app.errors import BAD_USER_INPUT, INTERNAL, LIMIT_EXCEEDED, UNAUTHENTICATED, error_body
+from app.events import EventHub
 from app.limits import ApiLimits
 from app.metrics import GRAPHQL_ERRORS, REQUEST_SECONDS, REQUESTS
+from app.subscriptions import LiveContext, Rejection, authenticate_connection
 from ras import cache_keys as ck
 from ras.breaker import CircuitBreaker
 from ras.settings import Settings
@@ -46,7 +59,25 @@ log = structlog.get_logger(__name__)
 _HTTP_CODES = {400: BAD_USER_INPUT, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
+class _WebSocketAdapter(ASGIWebSocketAdapter):
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        # graphql-transport-ws messages are text frames (browsers' clients parse `event.data` as a string);
+        # Strawberry would send this endpoint's orjson bytes as binary frames.
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        # A refused connection_init is closed by on_ws_connect with its own code and reason before Strawberry
+        # closes it again with a generic one; the second close must be a no-op, not an error.
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            await self.ws.close(code=code, reason=reason)
+
+
 class GraphQLEndpoint(GraphQL[RequestContext, None]):
+    websocket_adapter_class = _WebSocketAdapter
+
     def __init__(
         self,
         schema: Any,
@@ -54,18 +85,33 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         limits: ApiLimits,
         engine: Callable[[], AsyncEngine],
         cache: QueryCache | None = None,
+        events: EventHub | None = None,
     ) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if limits.graphiql else None, allow_queries_via_get=True)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if limits.graphiql else None,
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=10),
+        )
         self.settings = settings
         self.limits = limits
         self._engine = engine
         self._cache = cache
+        self._events = events
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
+        self.consistency = Consistency(events, engine, settings.consistency_max_wait_ms)
         # Hits skip validation, so entries of another schema or other limits must never match.
         self._cache_version = ck.digest(["graphql", str(schema), repr(limits)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # no subscriptions: the schema has none
+        if scope["type"] == "websocket":
+            if self._events is None:  # live updates are off: refuse the handshake (HTTP 403)
+                await WebSocket(scope, receive, send).close(code=1008)
+                return
+            await super().__call__(scope, receive, send)
+            return
+        if scope["type"] != "http":
             return
         request = Request(scope, _capped(receive, self.limits.max_request_bytes))
         correlation = correlation_id(request.headers)
@@ -105,7 +151,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         return response
 
     async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
-        context = new_context(self._engine(), caller, correlation, self.limits, self.breaker)
+        context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
         try:
             response = await self.run(request, context=context)
         except HTTPException as exc:
@@ -126,8 +172,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         async def execute() -> Executed:
             nonlocal own
             own = await self._execute(request, caller, correlation)
+            if own.status_code != 200:
+                # Refused by Strawberry at the HTTP level (a PUT, an unknown operationName): nothing executed, so
+                # `_execute` recorded no tags, and an error is never stored anyway.
+                return Executed(b"", cacheable=False)
             tags = request.state.tags
-            document = orjson.loads(own.body) if own.status_code == 200 else None
+            document = orjson.loads(own.body)
             if not tags.cacheable or not isinstance(document, dict) or document.get("errors") or "data" not in document:
                 return Executed(b"", cacheable=False)
             body = orjson.dumps({"data": document["data"]})
@@ -140,6 +190,37 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         if own.status_code != 200:
             return own
         return Response(with_cache_extension(bytes(own.body), served), media_type="application/json")
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> RequestContext:
+        """The context of a WebSocket connection (HTTP requests get theirs in `_execute`): not authenticated until
+        `on_ws_connect` has seen connection_init."""
+        assert isinstance(request, WebSocket) and self._events is not None
+        unknown = Caller("", None)
+        base = new_context(self._engine(), unknown, correlation_id(request.headers), self.limits, self.breaker)
+        return LiveContext(
+            base.caller,
+            base.correlation_id,
+            base.limits,
+            base.session,
+            base.tags,
+            base.loaders,
+            self.consistency,
+            engine=self._engine(),
+            breaker=self.breaker,
+            hub=self._events,
+            settings=self.settings,
+            websocket=request,
+        )
+
+    async def on_ws_connect(self, context: RequestContext) -> UnsetType | dict[str, object] | None:
+        assert isinstance(context, LiveContext) and context.websocket is not None
+        caller = authenticate_connection(context.websocket.headers, context.connection_params, self.settings)
+        if isinstance(caller, Rejection):
+            await context.websocket.close(code=caller.code, reason=caller.reason)
+            raise ConnectionRejectionError
+        context.caller = caller
+        context.authenticated = True
+        return cast(UnsetType, UNSET)  # acknowledge without a payload
 
     async def render_graphql_ide(self, request: Request) -> Response:
         service_ids = self.settings.allowed_service_ids
@@ -161,6 +242,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # The standard library's json recurses once per nesting level, so a 64 KB body of brackets raised
+        # RecursionError (a 500). orjson stops at 1,024 levels with a JSONDecodeError: the usual 400.
+        return orjson.loads(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,8 +101,17 @@ class ErrorShaping(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
+        self._shape(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Each result a WebSocket operation sends (every update of a subscription) is shaped the same way.
+        self._shape(result)
+        yield
+
+    def _shape(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if result is not None and errors:
+            if all(isinstance((e.extensions or {}).get("correlationId"), str) for e in errors):
+                return  # already shaped (a streamed result is seen by both hooks)
             correlation_id = getattr(self.execution_context.context, "correlation_id", None) or str(uuid.uuid4())
             result.errors = [shape(error, correlation_id) for error in errors]

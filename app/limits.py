@@ -3,7 +3,14 @@
 * query length and lexical tokens: enforced by the parser itself, so an oversized document is never fully parsed;
 * depth: fields nested in fields, introspection fields not counted (GraphiQL's schema query is deep);
 * aliases: every aliased field, counted as executed (a fragment spread twice counts twice);
-* page sizes: `first` of each connection, checked by the resolvers against the values here.
+* page sizes: `first` of each connection, checked by the resolvers against the values here;
+* nodes: the list items a query may ask for, each connection's `first` multiplied through its nesting and summed
+  over aliases and fragment spreads (`batches(first: 100) { essays(first: 1000) }` is 100,100). Page sizes alone
+  bound one list, not thirty aliased copies of it nested in each other; this is checked before execution, with the
+  variables' values, so a refused query reads nothing.
+
+String arguments holding U+0000 are refused too: PostgreSQL text cannot store it, so no id can match, and the
+database would answer such a parameter with an error rather than with "nothing found".
 
 Introspection and GraphiQL are switches too (on in development). The values come from settings (`limits_from`);
 the request body size (RAS_MAX_REQUEST_BYTES) is enforced by the endpoint.
@@ -16,23 +23,30 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    IntValueNode,
     Lexer,
     OperationDefinitionNode,
     SelectionSetNode,
     Source,
+    StringValueNode,
     TokenKind,
     ValidationContext,
     ValidationRule,
+    VariableNode,
+    get_operation_ast,
 )
+from graphql import ExecutionResult as GraphQLResult
+from graphql.language import Visitor, visit
 from strawberry.extensions import SchemaExtension
 
-from app.errors import FORBIDDEN, LIMIT_EXCEEDED, BadUserInput, LimitExceeded
+from app.errors import BAD_USER_INPUT, FORBIDDEN, LIMIT_EXCEEDED, BadUserInput, LimitExceeded
 from ras.settings import Settings
 
 DEFAULT_BATCHES_PAGE = 20
@@ -51,6 +65,7 @@ class ApiLimits:
     batches_page_max: int = 100
     essays_page_default: int = 100
     essays_page_max: int = 1_000
+    max_nodes: int = 150_000
     introspection: bool = True
     graphiql: bool = True
 
@@ -64,6 +79,7 @@ def limits_from(settings: Settings) -> ApiLimits:
         max_request_bytes=settings.max_request_bytes,
         batches_page_max=settings.max_page_size,
         essays_page_max=settings.max_essays_page_size,
+        max_nodes=settings.max_query_nodes,
         essays_page_default=min(100, settings.max_essays_page_size),
         batches_page_default=min(DEFAULT_BATCHES_PAGE, settings.max_page_size),
         introspection=settings.introspection,
@@ -170,7 +186,8 @@ def _lexical_tokens(query: str, stop_after: int) -> int:
 
 
 class ParseLimits(SchemaExtension):
-    """Has the parser stop at the length and token limits, and marks its refusal as LIMIT_EXCEEDED."""
+    """Has the parser stop at the length and token limits, and marks its refusal as LIMIT_EXCEEDED; after
+    validation, refuses what `operation_refusal` refuses (checks that need the variables) without executing it."""
 
     def __init__(self, limits: ApiLimits) -> None:
         self.limits = limits
@@ -197,6 +214,17 @@ class ParseLimits(SchemaExtension):
                 error.message = f"Query has more than {self.limits.max_tokens} tokens, the limit."
                 error.extensions = {"code": LIMIT_EXCEEDED, "limit": self.limits.max_tokens}
 
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is not None:
+            error = operation_refusal(
+                self.limits, context.graphql_document, context.operation_name, context.variables or {}
+            )
+            if error is not None:
+                # A result set before execution replaces it: Strawberry then executes nothing.
+                context.result = GraphQLResult(data=None, errors=[error])
+        yield
+
 
 def check_page_size(first: int, maximum: int, what: str) -> None:
     """Refuses a `first` argument outside 0..maximum."""
@@ -204,3 +232,111 @@ def check_page_size(first: int, maximum: int, what: str) -> None:
         raise BadUserInput(f"`first` must not be negative; got {first}.")
     if first > maximum:
         raise LimitExceeded(f"`first` is {first}, above the limit of {maximum} {what} per page.", limit=maximum)
+
+
+# The schema's connections by field name (Query.batches, Batch.essays); no other field has either name.
+_CONNECTIONS = ("batches", "essays")
+
+
+class _NodeCounter:
+    """Counts the list items an operation may return: a connection's `first` (its default when omitted, clamped to
+    0..maximum since the resolver refuses more anyway) times the items of the connections around it."""
+
+    def __init__(
+        self, limits: ApiLimits, fragments: dict[str, FragmentDefinitionNode], operation: OperationDefinitionNode
+    ) -> None:
+        self.limits = limits
+        self.fragments = fragments
+        self.variables: dict[str, Any] = {}
+        for definition in operation.variable_definitions or ():
+            default = definition.default_value
+            if isinstance(default, IntValueNode):
+                self.variables[definition.variable.name.value] = int(default.value)
+        self._per_fragment: dict[str, int] = {}
+
+    def _first(self, node: FieldNode, name: str) -> int:
+        if name == "batches":
+            default, maximum = self.limits.batches_page_default, self.limits.batches_page_max
+        else:
+            default, maximum = self.limits.essays_page_default, self.limits.essays_page_max
+        value: Any = default
+        for argument in node.arguments or ():
+            if argument.name.value != "first":
+                continue
+            given = argument.value
+            if isinstance(given, IntValueNode):
+                value = int(given.value)
+            elif isinstance(given, VariableNode):
+                value = self.variables.get(given.name.value)
+        if value is None:  # omitted, or null: the resolver uses the default
+            value = default
+        # A value of the wrong type fails variable coercion later with its own clear error.
+        if not isinstance(value, int) or isinstance(value, bool):
+            return 0
+        return max(0, min(value, maximum))
+
+    def count(self, selections: SelectionSetNode | None, multiplier: int) -> int:
+        total = 0
+        for node in selections.selections if selections else ():
+            if isinstance(node, FieldNode):
+                name = node.name.value
+                if name in _CONNECTIONS:
+                    items = multiplier * self._first(node, name)
+                    total += items + self.count(node.selection_set, items)
+                else:
+                    total += self.count(node.selection_set, multiplier)
+            elif isinstance(node, InlineFragmentNode):
+                total += self.count(node.selection_set, multiplier)
+            elif isinstance(node, FragmentSpreadNode):
+                # The count is linear in the multiplier: one walk per fragment however often it is spread.
+                name = node.name.value
+                if name not in self._per_fragment:
+                    self._per_fragment[name] = 0  # cycles are refused by validation, which ran before
+                    fragment = self.fragments.get(name)
+                    self._per_fragment[name] = self.count(fragment.selection_set if fragment else None, 1)
+                total += multiplier * self._per_fragment[name]
+        return total
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class _NulLiteral(Visitor):
+    found = False
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if "\x00" in node.value:
+            self.found = True
+
+
+def operation_refusal(
+    limits: ApiLimits, document: DocumentNode, operation_name: str | None, variables: dict[str, Any]
+) -> GraphQLError | None:
+    """The error refusing an operation before it executes, or None: NUL characters in string arguments, and the node
+    limit. Both need the variables' values, which validation rules never see."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return None  # graphql-core reports the missing or ambiguous operation itself
+    finder = _NulLiteral()
+    visit(document, finder)
+    if finder.found or _has_nul(variables):
+        message = "String arguments must not contain the NUL character (U+0000); no stored value can hold it."
+        return GraphQLError(message, operation, extensions={"code": BAD_USER_INPUT})
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    counter = _NodeCounter(limits, fragments, operation)
+    counter.variables.update(variables)
+    nodes = counter.count(operation.selection_set, 1)
+    if nodes > limits.max_nodes:
+        message = (
+            f"Query may return {nodes} list items (each connection's `first` multiplied through its nesting); "
+            f"the limit is {limits.max_nodes}. Ask for smaller pages."
+        )
+        return _limit_error(message, limits.max_nodes, operation)
+    return None

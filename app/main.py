@@ -9,11 +9,12 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from app import graphiql, metrics, rest
 from app.cache import QueryCache
 from app.endpoint import GraphQLEndpoint
+from app.events import EventHub
 from app.health import Health
 from app.limits import ApiLimits, limits_from
 from app.schema import build_schema
@@ -43,9 +44,11 @@ def create_app(
     engine: AsyncEngine | None = None,
     limits: ApiLimits | None = None,
     cache: QueryCache | None = None,
+    events: EventHub | None = None,
 ) -> Starlette:
     """The ASGI app. Without `engine`, the lifespan waits for the database, creates an engine from settings and
     disposes of it on shutdown. `cache` (see `serve`) caches GraphQL and REST results; the app closes it.
+    `events` (see `serve`) serves subscriptions and read-your-writes waits; the lifespan starts and closes it.
 
     `limits` overrides the limits settings give (tests use it).
     """
@@ -59,9 +62,13 @@ def create_app(
         if engine is None:
             holder.engine = await _connected_engine(settings)
         metrics.POOL.engine = lambda: holder.engine
+        if events is not None:
+            await events.start()
         try:
             yield
         finally:
+            if events is not None:
+                await events.aclose()  # ends every subscription's stream, so connections can close
             if cache is not None:
                 await cache.aclose()
             if engine is None and holder.engine is not None:
@@ -69,9 +76,10 @@ def create_app(
                 holder.engine = None
 
     health = Health(settings, holder, cache.ping if cache is not None else None)
-    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache)
+    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events)
     routes = [
         Route(GRAPHQL_PATH, graphql),
+        WebSocketRoute(GRAPHQL_PATH, graphql),
         # One breaker for both: they read the same database.
         Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker)),
         Route("/healthz", health.healthz),
@@ -103,8 +111,9 @@ def serve(settings: Settings) -> None:
     """Run the API until SIGTERM/SIGINT (what `ras serve` does); uvicorn then stops accepting connections and
     lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS."""
     cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
+    events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
     uvicorn.run(
-        create_app(settings, cache=cache),
+        create_app(settings, cache=cache, events=events),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

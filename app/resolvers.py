@@ -14,7 +14,7 @@ from app import status
 from app.auth import Caller
 from app.connections import BatchList, EssayList, Info
 from app.cursors import parse_batch_cursor, parse_essay_cursor
-from app.enums import BATCH_STATUSES, PHASES, PROCESSING_STAGES, BatchClientStatus, BatchStatus, known, wire
+from app.enums import BATCH_STATUSES, PHASES, PROCESSING_STAGES, BatchClientStatus, BatchStatus, Long, known, wire
 from app.errors import Forbidden
 from app.inputs import EssayPhaseFilter
 from app.limits import check_page_size
@@ -230,3 +230,20 @@ def last_applied_at(root: ProjectionState) -> datetime | None:
 
 def partitions(root: ProjectionState) -> list[PositionRow]:
     return root.positions
+
+
+async def wait_for(
+    root: ProjectionState,
+    info: Info,
+    topic: Annotated[str, strawberry.argument(description="The topic the awaited record was produced to.")],
+    partition: Annotated[int, strawberry.argument(description="Its partition.")],
+    offset: Annotated[Long, strawberry.argument(description="Its offset (from the producer's acknowledgement).")],
+    timeout_ms: Annotated[
+        int | None,
+        strawberry.argument(description="How long to wait: default 5000, at most RAS_CONSISTENCY_MAX_WAIT_MS."),
+    ] = None,
+) -> bool:
+    consistency = info.context.consistency
+    if consistency is None:
+        return False
+    return await consistency.reached(topic, partition, offset, timeout_ms)

@@ -7,18 +7,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule
 from strawberry.extensions import AddValidationRules
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+from strawberry.utils.aio import aclosing
 
-from app import resolvers
+from app import execution, resolvers
+from app.consistency import ConsistencyGate, consistent
 from app.enums import LONG_SCALAR, Long
 from app.errors import ErrorShaping
 from app.limits import ApiLimits, IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
+from app.subscriptions import LiveContext, Subscription, WebSocketOnly
 from app.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
 
 
@@ -50,6 +56,42 @@ class Schema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: ExecutionContext | None = None) -> None:
         """Errors are logged by ErrorShaping, with their correlation id, and only when they are internal."""
 
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """Strawberry runs every operation of a WebSocket connection with the connection's one context; here each
+        operation gets its own (app/subscriptions.py explains why), closed when its stream ends."""
+        if isinstance(context_value, LiveContext) and context_value.is_connection:
+            context_value = context_value.for_operation()
+        source = await super().stream(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            operation_extensions,
+            allowed_operation_types,
+        )
+        if isinstance(context_value, LiveContext):
+            return _closing(source, context_value)
+        return source
+
+
+async def _closing(source: StreamResult, context: LiveContext) -> StreamResult:
+    try:
+        async with aclosing(source):
+            async for result in source:
+                yield result
+    finally:
+        await context.close()
+
 
 def build_schema(limits: ApiLimits | None = None) -> Schema:
     limits = limits or ApiLimits()
@@ -60,12 +102,17 @@ def build_schema(limits: ApiLimits | None = None) -> Schema:
         lambda: ParseLimits(limits),
         lambda: AddValidationRules(rules),
         ErrorShaping,
+        ConsistencyGate,
+        WebSocketOnly,
     ]
     return Schema(
         query=Query,
+        subscription=Subscription,
+        directives=[consistent],
         types=list(PHASE_RESULT_TYPES),
         extensions=extensions,
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+        execution_context_class=execution.FastExecutionContext,  # app/execution.py: large answers' fast path
     )
 
 

@@ -323,6 +323,12 @@ class Projection:
     quarantined: int = strawberry.field(
         name="quarantinedCount", description="Records set aside as unreadable and not yet replayed."
     )
+    wait_for: bool = strawberry.field(
+        resolver=resolvers.wait_for,
+        description="Read-your-writes probe: waits until the record at `offset` of `topic`/`partition` is applied "
+        "(the stored position is past it) and returns true, or false once `timeoutMs` passed. Other fields of the "
+        "same request may have been read before; to read only after the record, use @consistent on the query.",
+    )
 
 
 PHASE_RESULT_TYPES = (SpellcheckResult, CJAssessmentResult, OtherPhaseResult)

@@ -32,6 +32,8 @@ class Applied:
     ignored: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
     newest_event_at: datetime | None = None
+    # (topic, partition, next offset) the transaction committed: read-your-writes waits are answered from these.
+    positions: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 def _positions(
@@ -154,8 +156,7 @@ async def apply_projection(
     `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
     """
     result = await write_rows(conn, projection)
-    positions = _positions(projection.records, projection.event_times, high_watermarks or {})
-    await writes.store_positions(conn, positions)
+    result.positions = await _store_positions(conn, projection.records, projection.event_times, high_watermarks or {})
     return result
 
 
@@ -174,5 +175,16 @@ async def quarantine_records(
 ) -> Applied:
     """Quarantine `records` outright (the database refused them) and move past them."""
     await writes.quarantine(conn, [_quarantine_row(r, reason) for r in records])
-    await writes.store_positions(conn, _positions(records, {}, high_watermarks))
-    return Applied(quarantined=Counter(r.topic for r in records))
+    positions = await _store_positions(conn, records, {}, high_watermarks)
+    return Applied(quarantined=Counter(r.topic for r in records), positions=positions)
+
+
+async def _store_positions(
+    conn: AsyncConnection,
+    records: Sequence[Record],
+    event_times: dict[tuple[str, int], datetime],
+    high_watermarks: dict[tuple[str, int], int],
+) -> list[tuple[str, int, int]]:
+    positions = _positions(records, event_times, high_watermarks)
+    await writes.store_positions(conn, positions)
+    return [(p["topic"], p["partition"], p["next_offset"]) for p in positions]

@@ -16,7 +16,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 def _as_utc(value: datetime) -> datetime:
     # Producers stamp UTC; a naive stamp is read as UTC rather than as the consumer's local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        # Say 0001-01-01T00:00+01:00: valid ISO 8601, but before year 1 in UTC. Pydantic turns only ValueError
+        # into a validation error (and so a quarantine reason); an OverflowError would stop the consumer.
+        raise ValueError("timestamp is outside the representable range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -102,5 +102,21 @@ def decode(record: Record, max_bytes: int) -> Event | None:
         payload = model.model_validate(envelope.data)
     except ValidationError as exc:
         raise PoisonMessage(_reason(exc, f"data[{model.__name__}]")) from None
-    record_time = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC) if record.timestamp_ms is not None else None
-    return Event(record.topic, envelope, payload, payload_digest(record.topic, envelope.data), record_time)
+    try:
+        digest = payload_digest(record.topic, envelope.data)
+    except orjson.JSONEncodeError as exc:
+        # orjson reads up to 1024 levels of nesting but writes only 254: a payload between the two is valid JSON
+        # that cannot be given an identity, and must not stop the consumer.
+        raise PoisonMessage(f"data cannot be re-encoded for its digest: {exc}") from None
+    return Event(record.topic, envelope, payload, digest, _record_time(record.timestamp_ms))
+
+
+def _record_time(timestamp_ms: int | None) -> datetime | None:
+    """The broker's record time, only ever a fallback stamp; any producer can set it, so a value datetime cannot
+    represent is treated as absent rather than failing a valid event."""
+    if timestamp_ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -4,6 +4,12 @@ The projection's transaction stores the next offset of every partition it consum
 which records its rows reflect. On assignment the consumer seeks there; a partition with no stored position
 starts from the beginning (or the end, if so configured), even when Kafka holds a committed offset for the
 group — that offset may belong to a different database.
+
+A stored position is checked against the partition's log first. Beyond its end, the broker lost the log (a topic
+recreated, a broker restarted without its storage): the partition is read again from its beginning and its stored
+position rewound, because every write is idempotent while skipping would lose whatever the new log holds. Before
+its start, retention deleted records that were never applied: that loss cannot be undone, so it is logged and the
+partition resumes at its first record. Both are warnings an operator must see (docs/runbook.md, "Broker data loss").
 """
 
 from __future__ import annotations
@@ -13,12 +19,15 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.positions import load_positions
+from db.positions import load_positions, rewind_positions
 
 log = structlog.get_logger(__name__)
 Positions = dict[tuple[str, int], int]
+# Asking the broker for the partitions' bounds must not hold up an assignment for the client's 40 s request timeout.
+BOUNDS_TIMEOUT_SECONDS = 10.0
 
 
 class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,15 +63,68 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 return await load_positions(conn, [(tp.topic, tp.partition) for tp in assigned])
 
         stored = await self._retry("load stored positions", load)
+        bounds = await self._log_bounds([tp for tp in assigned if (tp.topic, tp.partition) in stored])
         fresh = []
+        rewound: dict[TopicPartition, tuple[int, int]] = {}
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
                 fresh.append(tp)
-            else:
-                self._consumer.seek(tp, offset)
+                continue
+            first, end = bounds.get(tp, (offset, offset))
+            name = f"{tp.topic}:{tp.partition}"
+            if offset > end:
+                log.warning(
+                    "stored position beyond the end of the partition: the broker lost its log; reading the partition "
+                    "again from its beginning",
+                    partition=name,
+                    stored=offset,
+                    end=end,
+                    beginning=first,
+                )
+                rewound[tp] = (first, end)
+                offset = first
+            elif offset < first:
+                log.warning(
+                    "records deleted by retention before they were applied; resuming at the partition's first record",
+                    partition=name,
+                    stored=offset,
+                    beginning=first,
+                    lost=first - offset,
+                )
+                offset = first
+            self._consumer.seek(tp, offset)
+        if rewound:
+            await self._rewind(rewound)
         if fresh:
             seek = self._consumer.seek_to_end if self._start_from_end else self._consumer.seek_to_beginning
             await seek(*fresh)
-        log.info("partitions assigned", stored=len(stored), fresh=len(fresh))
+        log.info(
+            "partitions assigned", partitions=len(assigned), stored=len(stored), fresh=len(fresh), rewound=len(rewound)
+        )
         self._on_assigned()
+
+    async def _log_bounds(self, partitions: list[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """First and end offset of each partition; empty (nothing checked) when the broker cannot say."""
+        if not partitions:
+            return {}
+        try:
+            async with asyncio.timeout(BOUNDS_TIMEOUT_SECONDS):
+                first = await self._consumer.beginning_offsets(partitions)
+                end = await self._consumer.end_offsets(partitions)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("could not read the partitions' bounds; resuming at the stored positions", error=str(exc)[:200])
+            return {}
+        return {tp: (first[tp], end[tp]) for tp in partitions if tp in first and tp in end}
+
+    async def _rewind(self, rewound: dict[TopicPartition, tuple[int, int]]) -> None:
+        """Store the rewound positions at once: stored positions otherwise only move forward, so the old ones would
+        stay ahead of the new log, and a restart after it grew past them would skip the records in between."""
+
+        async def write() -> Positions:
+            # After any transaction in hand: it may still carry a position from the lost log.
+            async with self._in_flight, self._engine.begin() as conn:
+                await rewind_positions(conn, {(tp.topic, tp.partition): bounds for tp, bounds in rewound.items()})
+            return {}
+
+        await self._retry("rewind stored positions", write)

@@ -61,6 +61,8 @@ class ProjectionConsumer:
             auto_offset_reset=settings.kafka_auto_offset_reset,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
+            # How long the broker holds a fetch open when there is nothing new: the floor of freshness when idle.
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             # The prefetch buffer is most of the consumer's memory, so it is bounded whatever the backlog: up to
             # one record of the largest accepted size per partition (brokers return a larger first record anyway,
             # so it can still be fetched and quarantined) and 16 MiB per fetch. Larger buffers gained nothing in W1
@@ -122,7 +124,7 @@ class ProjectionConsumer:
         await self._commit_to_kafka(records)
         for applied in results:
             self._count(applied)
-            if self._on_applied is not None and (applied.batch_ids or applied.user_ids):
+            if self._on_applied is not None:  # every commit: it moved positions even if it changed no row
                 await self._on_applied(applied)
 
     async def _apply_isolating(self, projection: Projection) -> list[Applied]:

@@ -13,6 +13,12 @@ Tags name what a result read: `b:{batch_id}` for a batch looked up by id (found 
 of a user's batch list, `u:*` for the list over every user. The Lua scripts that use these keys live beside their
 callers; they take the keys built here as arguments (the lookup script appends `{epoch}:{digest}` to `entry_prefix`).
 
+Live updates (consumer/notify.py publishes, app/events.py listens) use Redis pub/sub channels under the same prefix:
+
+    P:events:batch:{batch_id}    a committed transaction changed this batch
+    P:events:user:{user_id}      … changed a batch of this user (their batch list)
+    P:events:positions           the committed positions after a transaction (read-your-writes waits), or a resync
+
 Redis must run without persistence and with `maxmemory-policy noeviction` (see docs/cache.md): the argument in
 app/cache.py assumes keys disappear only by TTL or by a restart that empties Redis.
 """
@@ -109,6 +115,25 @@ class CacheLayout:
 
     def seq(self, tag: str) -> str:
         return f"{self.prefix}:s:{tag}"
+
+    @property
+    def events_prefix(self) -> str:
+        return f"{self.prefix}:events:"
+
+    @property
+    def events_pattern(self) -> str:
+        """The PSUBSCRIBE pattern matching every live-update channel of this deployment."""
+        return f"{self.events_prefix}*"
+
+    def batch_channel(self, batch_id: str) -> str:
+        return f"{self.events_prefix}batch:{batch_id}"
+
+    def user_channel(self, user_id: str) -> str:
+        return f"{self.events_prefix}user:{user_id}"
+
+    @property
+    def positions_channel(self) -> str:
+        return f"{self.events_prefix}positions"
 
     def tag_keys(self, tags: Iterable[str]) -> list[str]:
         """(index, seq) key pairs of `tags`, flattened in a stable order: the scripts walk them two at a time."""

@@ -27,12 +27,18 @@ async def _consume(settings: Settings) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from consumer.eviction import Evictor
+    from consumer.notify import Publisher, chain
     from consumer.ops import ops_app, ops_server
     from consumer.runner import ProjectionConsumer
 
     engine = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
     evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
-    consumer = ProjectionConsumer(settings, engine, on_applied=evictor.evict if evictor is not None else None)
+    publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
+    # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.
+    on_applied = chain(
+        evictor.evict if evictor is not None else None, publisher.publish if publisher is not None else None
+    )
+    consumer = ProjectionConsumer(settings, engine, on_applied=on_applied)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
@@ -45,6 +51,8 @@ async def _consume(settings: Settings) -> None:
         if evictor is not None:
             # A crash between a commit and its eviction (the last run's) left entries nothing will evict: hide them.
             await evictor.bump_epoch()
+        if publisher is not None:
+            await publisher.resync()  # likewise for the last run's publications: subscribers re-read
         await consumer.run()
     finally:
         if ops is not None and ops_task is not None:
@@ -52,6 +60,8 @@ async def _consume(settings: Settings) -> None:
             await ops_task
         if evictor is not None:
             await evictor.aclose()
+        if publisher is not None:
+            await publisher.aclose()
         await engine.dispose()
 
 
@@ -118,6 +128,26 @@ async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
 
+async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.rebuild import RebuildError, rebuild
+
+    try:
+        done = await rebuild(
+            settings,
+            progress=not args.no_progress,
+            records_per_transaction=args.records_per_transaction,
+            keep_old=args.keep_old,
+        )
+    except RebuildError as exc:
+        print(f"rebuild failed, the live projection is unchanged: {exc}")
+        return 1
+    print(
+        f"rebuilt from {done.records} records in {done.seconds:.1f} s and swapped in "
+        f"({done.swap_attempts} swap attempt(s)); {len(done.positions)} partition positions carried over"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ras",
@@ -156,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--batches", type=int, default=24, help="demo batches to produce (default: 24; 0 for none)")
     dev.add_argument("--rate", type=float, default=None, help="demo events per second (default: as fast as possible)")
     dev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="re-project every retained record into a shadow schema, then swap it in (the API keeps serving)",
+        description="Replay all eight topics from the earliest retained offset into the schema ras_shadow with the "
+        "current projection rules, while the live projection keeps serving and consuming; then swap the tables in "
+        "one transaction, carry the positions over and change the cache epoch. Run it after a projection rule "
+        "changed. Interrupted at any point, it leaves the live projection untouched; run it again to start over.",
+    )
+    rebuild.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild.add_argument(
+        "--records-per-transaction",
+        type=int,
+        default=None,
+        help="records applied per shadow transaction (default: RAS_KAFKA_MAX_BATCH_RECORDS)",
+    )
+    rebuild.add_argument(
+        "--keep-old", action="store_true", help="keep the replaced tables in schema ras_old (dropped by the next run)"
+    )
     quarantine = commands.add_parser(
         "quarantine",
         help="inspect or replay records the consumer could not apply",
@@ -197,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "consume":
         asyncio.run(_consume(settings))
         return 0
+    if args.command == "rebuild":
+        return asyncio.run(_rebuild(settings, args))
     raise AssertionError(f"unhandled command {args.command}")
 
 

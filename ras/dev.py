@@ -19,8 +19,10 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.cache import QueryCache
+from app.events import EventHub
 from app.main import create_app
 from consumer.eviction import Evictor
+from consumer.notify import Publisher, chain
 from consumer.runner import ProjectionConsumer
 from consumer.topics import ALL_TOPICS
 from db.migrate import upgrade_async
@@ -101,10 +103,12 @@ async def _run(settings: Settings, stop: asyncio.Event, batches: int, rate: floa
     engine = create_async_engine(settings.database_url, pool_size=settings.database_pool_size)
     evictor = Evictor.from_settings(settings)
     await evictor.bump_epoch()
-    consumer = ProjectionConsumer(settings, engine, on_applied=evictor.evict)
+    # Live updates as `ras consume` / `ras serve` wire them: evict, then publish; the API serves subscriptions.
+    publisher = Publisher.from_settings(settings, engine)
+    consumer = ProjectionConsumer(settings, engine, on_applied=chain(evictor.evict, publisher.publish))
     api = TaskServer(
         uvicorn.Config(
-            create_app(settings, cache=QueryCache.from_settings(settings)),
+            create_app(settings, cache=QueryCache.from_settings(settings), events=EventHub.from_settings(settings)),
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -128,5 +132,6 @@ async def _run(settings: Settings, stop: asyncio.Event, batches: int, rate: floa
         consumer.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         await evictor.aclose()
+        await publisher.aclose()
         await engine.dispose()
     print("stopped", flush=True)

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Most records applied in one database transaction.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=1,
+        description="How long the broker may hold a fetch open waiting for new records (bounds idle freshness).",
+    )
     kafka_fetch_timeout_ms: int = Field(
         default=200, ge=1, description="How long one fetch waits for records before applying what it has."
     )
@@ -76,6 +81,13 @@ class Settings(BaseSettings):
         default=1_000, ge=1, description="Largest `first` of a batch's essays (a whole class fits one page)."
     )
     max_query_length: int = Field(default=20_000, ge=100, description="Most characters a query document may have.")
+    max_query_nodes: int = Field(
+        default=150_000,
+        ge=1,
+        description="Most list items (batches and essays) a query may ask for: each connection's `first` multiplied "
+        "through its nesting, summed over aliases and fragments. The default fits a full page of batches with a full "
+        "page of essays each (100,100) plus a second essay list; thirty aliased copies of it do not.",
+    )
     max_request_bytes: int = Field(default=65_536, ge=1_024, description="Largest HTTP request body accepted.")
     cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
     cache_prefix: str = Field(
@@ -86,6 +98,22 @@ class Settings(BaseSettings):
     )
     redis_timeout_seconds: float = Field(
         default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
+    )
+    live_updates_enabled: bool = Field(
+        default=True,
+        description="Live updates over Redis pub/sub: the consumer publishes what each transaction changed, the API "
+        "serves GraphQL subscriptions and read-your-writes waits (see docs/live.md).",
+    )
+    live_queue_size: int = Field(
+        default=16,
+        ge=1,
+        description="Notifications one subscription may have waiting; a subscriber that falls further behind is "
+        "dropped with a 'subscriber too slow' error instead of buffering without bound.",
+    )
+    consistency_max_wait_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="Longest read-your-writes wait a request may ask for (@consistent, Projection.waitFor).",
     )
     startup_timeout_seconds: float = Field(
         default=120.0, gt=0, description="How long a process waits for its dependencies at start before giving up."

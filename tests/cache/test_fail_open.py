@@ -108,6 +108,8 @@ async def test_hung_redis_costs_one_timeout_then_nothing(server: RedisProcess) -
         finally:
             os.kill(server.pid, signal.SIGCONT)
         await asyncio.sleep(0.3)
+        # Evictions may have been lost while Redis hung: the first call after it changes the epoch.
+        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "v1")
         assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("hit", "v1")
     finally:
         await cache.aclose()
@@ -170,6 +172,38 @@ async def test_evictions_lost_in_a_partition_are_made_up_by_an_epoch_change(redi
         assert delta("ras_cache_errors_total", side="consumer", op="evict") == 1
         assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
         assert (await timed(cache, KEY_Y, batch(source, "Y")))[0] == "miss"
+    finally:
+        await cache.aclose()
+        await evictor.aclose()
+
+
+async def test_an_api_back_before_the_consumer_serves_nothing_from_before_the_outage(
+    redis_url: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides lose Redis, which keeps every entry, and the API reaches it again before the consumer's epoch
+    change: the API changes the epoch itself, so the entry whose eviction was lost is not served."""
+
+    async def no_background_retry(self: Evictor) -> None:
+        return None
+
+    monkeypatch.setattr(Evictor, "_retry", no_background_retry)  # the consumer stays behind
+    settings = cache_settings(redis_url)
+    through_proxy = settings.model_copy(update={"redis_url": proxy.url})
+    cache = QueryCache(ck.connect(through_proxy), settings, pause_after_error=0.1)
+    evictor = Evictor(ck.connect(through_proxy), settings, retry_interval=0.1)
+    source = Source(values={"X": "old"})
+    try:
+        await cache.fetch(KEY_X, batch(source, "X"))
+        proxy.cut()
+        source.values["X"] = "new"
+        await evictor.evict(changed(["X"], ["alice"]))
+        assert evictor.bump_pending
+        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("bypass", "new")
+        proxy.heal()
+        await asyncio.sleep(0.15)
+        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
+        assert evictor.bump_pending, "the API got there first"
+        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("hit", "new")
     finally:
         await cache.aclose()
         await evictor.aclose()
@@ -278,6 +312,7 @@ async def test_a_cancelled_trial_call_does_not_leave_the_cache_switched_off(serv
         finally:
             os.kill(server.pid, signal.SIGCONT)
         await asyncio.sleep(0.25)
+        assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "miss"  # the epoch changed after the outage
         assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "hit"
     finally:
         await cache.aclose()
