@@ -120,6 +120,8 @@ async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{len(rows)} record(s)")
             return 0
         report = await replay(engine, settings.max_message_bytes, topic=args.topic, limit=args.limit)
+        if settings.cache_enabled and (report.batch_ids or report.user_ids):
+            await _evict(settings, report.batch_ids, report.user_ids)
         for record_id, reason in report.still_failing.items():
             print(f"#{record_id} still fails: {reason}")
         print(f"replayed {len(report.replayed)}, still failing {len(report.still_failing)}")
@@ -146,6 +148,20 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
         f"({done.swap_attempts} swap attempt(s)); {len(done.positions)} partition positions carried over"
     )
     return 0
+
+
+async def _evict(settings: Settings, batch_ids: set[str], user_ids: set[str]) -> None:
+    """Evict what a replay changed, as the consumer does after its commits (fail-open: Redis down only warns)."""
+    from consumer.apply import Applied
+    from consumer.eviction import Evictor
+
+    evictor = Evictor.from_settings(settings)
+    try:
+        await evictor.evict(Applied(batch_ids=batch_ids, user_ids=user_ids))
+        if evictor.bump_pending:
+            print("warning: Redis unreachable; cached results of the replayed batches expire by TTL or epoch change")
+    finally:
+        await evictor.aclose()
 
 
 def build_parser() -> argparse.ArgumentParser:
