@@ -45,7 +45,7 @@ import orjson
 import structlog
 from graphql import GraphQLError, parse, print_ast
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from ras import cache_keys as ck
 from ras.breaker import CircuitBreaker
@@ -314,6 +314,14 @@ class QueryCache:
                 if not self._healthy:
                     await self._forget_entries_from_before_the_outage()
                 result = await call()
+        except MaxConnectionsError as exc:
+            # Every connection of this process is busy (ck.MAX_CONNECTIONS): a local limit, not a sign that Redis is
+            # down. Only this call goes without the cache; opening the circuit would switch the cache off for every
+            # request under exactly the load it is for, and change the epoch after it.
+            ck.ERRORS.labels("api", op).inc()
+            if self._breaker.is_open:
+                self._breaker.record_failure()  # a trial call must still end its trial
+            raise _Unavailable from exc
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             raise _Unavailable from exc

@@ -7,7 +7,8 @@ take turns on it (a connection runs one statement at a time).
 
 When PostgreSQL cannot be reached, reads raise `DatabaseUnavailable` (a clear, retryable error for the caller
 instead of a masked internal one), and the app's circuit breaker makes the following requests fail at once rather
-than each waiting on a dead server; one trial request per period probes for its return.
+than each waiting on a dead server; one trial request per period probes for its return. A request that waited the
+pool's whole timeout for a connection gets the same retryable error, without counting against the breaker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import DatabaseUnavailable
@@ -26,6 +28,7 @@ T = TypeVar("T")
 
 
 UNAVAILABLE_MESSAGE = "The database is unavailable right now; retry shortly."
+BUSY_MESSAGE = "Every database connection of this server is busy; retry shortly."
 
 
 class ReadSession:
@@ -43,6 +46,14 @@ class ReadSession:
             raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
         try:
             result = await self._run(read)
+        except PoolTimeout as exc:
+            # Every pooled connection stayed in use for the pool's whole timeout: this process is overloaded, the
+            # database may be fine. A retryable 503 rather than a masked INTERNAL error; not a breaker failure, or a
+            # burst of load would fail every request for the breaker's pause as if the database were down.
+            self.unavailable = True
+            if self._breaker is not None and self._breaker.is_open:
+                self._breaker.record_failure()  # this was the trial call: end the trial
+            raise DatabaseUnavailable(BUSY_MESSAGE) from exc
         except Exception as exc:
             if not is_transient(exc):
                 raise

@@ -71,19 +71,36 @@ class Figure:
 
 @dataclass
 class Target:
-    """A ratio against a same-run baseline that must reach `threshold` (median of the per-repetition ratios)."""
+    """A figure that must reach `threshold`, judged on its median: by default a ratio against a same-run baseline
+    (median of the per-repetition ratios) that must be at least the threshold. `at_most` turns it into an upper
+    bound (a slowdown against the baseline, or a latency without baseline: then `unit` is not "×")."""
 
     scenario: str
     name: str
     ratio: Figure
     threshold: float
+    at_most: bool = False
 
     @property
     def met(self) -> bool:
+        if self.at_most:
+            return self.ratio.median <= self.threshold
         return self.ratio.median >= self.threshold
 
+    @property
+    def condition(self) -> str:
+        unit = self.ratio.unit
+        spaced = unit if unit == "×" else f" {unit}"
+        return f"{'≤' if self.at_most else '≥'} {fmt(self.threshold)}{spaced}"
+
     def as_json(self) -> dict[str, Any]:
-        return {**self.ratio.as_json(), "name": self.name, "threshold": self.threshold, "met": self.met}
+        return {
+            **self.ratio.as_json(),
+            "name": self.name,
+            "threshold": self.threshold,
+            "condition": "at most" if self.at_most else "at least",
+            "met": self.met,
+        }
 
 
 def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
@@ -108,8 +125,10 @@ class Result:
         self.figures.append(fig)
         return fig
 
-    def target(self, name: str, samples: Sequence[float], threshold: float) -> Target:
-        tgt = Target(self.scenario, name, Figure(self.scenario, name, "×", list(samples)), threshold)
+    def target(
+        self, name: str, samples: Sequence[float], threshold: float, at_most: bool = False, unit: str = "×"
+    ) -> Target:
+        tgt = Target(self.scenario, name, Figure(self.scenario, name, unit, list(samples)), threshold, at_most)
         self.targets.append(tgt)
         return tgt
 
@@ -145,8 +164,9 @@ def table(results: Sequence[Result]) -> str:
         for t in res.targets:
             r = t.ratio
             met = "yes" if t.met else "NO"
+            unit = r.unit if r.unit == "×" else f" {r.unit}"
             targets.append(
-                (t.scenario, t.name, f"{fmt(r.median)}×", f"{fmt(r.low)}–{fmt(r.high)}×", f"≥ {t.threshold}×", met)
+                (t.scenario, t.name, f"{fmt(r.median)}{unit}", f"{fmt(r.low)}–{fmt(r.high)}{unit}", t.condition, met)
             )
     return _render(rows) + "\n\n" + _render(targets)
 

@@ -25,17 +25,28 @@ from typing import Any
 
 from bench.common import Context, Result, Servers, table
 
-# Scenario name → module, imported only when selected (later: R1–R3 and F1, once the API is there).
+# Scenario name → module, imported only when selected. One module may measure several rows of the table
+# (W1 also reports the consumer's M1, R1 the API's; R2 also runs R3): ALIASES name those rows.
+# W1 runs last: its ~700,000 row writes leave PostgreSQL checkpointing and vacuuming for a while, which doubled
+# the consumer's transaction times in an F1 run right after it.
 SCENARIOS: dict[str, str] = {
+    "R1": "bench.r1_cached",
+    "R2": "bench.r2_r3_uncached",
+    "F1": "bench.f1_freshness",
     "W1": "bench.w1_projection",
 }
+ALIASES: dict[str, str] = {"R3": "R2", "M1": "W1"}
 RESULTS = Path(__file__).parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", action="append", default=[], metavar="NAME", help=f"scenario(s) to run: {', '.join(SCENARIOS)}"
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"scenario(s) to run: {', '.join(SCENARIOS)} (R3 runs with R2, M1 with W1 and R1)",
     )
     parser.add_argument("--repetitions", type=int, default=3, help="repetitions of every measurement (default: 3)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
@@ -43,11 +54,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def selected(only: Sequence[str]) -> list[str]:
-    names = [n.strip().upper() for item in only for n in item.split(",") if n.strip()] or list(SCENARIOS)
+    asked = [n.strip().upper() for item in only for n in item.split(",") if n.strip()]
+    names = [ALIASES.get(n, n) for n in asked] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        sys.exit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    return names
+        sys.exit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join([*SCENARIOS, *ALIASES])}")
+    return list(dict.fromkeys(names))  # in the order asked, each once
 
 
 def machine() -> dict[str, Any]:
@@ -55,6 +67,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -64,6 +77,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     servers = Servers()
     ctx = Context(servers, repetitions=max(1, args.repetitions))
     results: list[Result] = []
+    # Other processes on the machine skew every figure; the load before and after is recorded with the results.
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    ctx.log(f"load average before: {' '.join(map(str, load_before))} ({os.cpu_count()} CPUs)")
     started = time.perf_counter()
     try:
         for name in names:
@@ -84,12 +100,14 @@ async def main(argv: Sequence[str] | None = None) -> int:
         for note in res.notes:
             print(f"{res.scenario}: {note}")
     print(f"\n{len(results)} scenario(s), {ctx.repetitions} repetitions each, {total:.0f}s in all")
+    load_after = " ".join(map(str, machine()["load_average"]))
+    print(f"load average before: {' '.join(map(str, load_before))}; after: {load_after}")
 
     report = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(total, 1),
         "repetitions": ctx.repetitions,
-        "machine": machine(),
+        "machine": {**machine(), "load_average_before": load_before},
         "servers": servers.describe(),
         "scenarios": {res.scenario: res.as_json() for res in results},
     }

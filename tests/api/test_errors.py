@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from structlog.testing import capture_logs
 
 from db import reads
-from tests.api.conftest import AUTH, FIXTURE_BATCH, Api
+from tests.api.conftest import AUTH, FIXTURE_BATCH, Api, api_for
 
 
 async def test_internal_failure_is_masked_logged_and_correlated(
@@ -68,3 +69,25 @@ async def test_malformed_http_requests_get_graphql_shaped_errors(api: Api) -> No
     put = await api.client.put("/graphql", json={"query": "{ __typename }"}, headers=AUTH)
     assert put.status_code == 405
     assert put.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+async def test_requests_that_wait_out_the_pool_get_a_retryable_503_and_the_breaker_stays_closed(
+    engine: AsyncEngine, gen2: None
+) -> None:
+    """Overload, not an outage: every pooled connection busy past the pool's timeout. Those requests are told to
+    retry (SERVICE_UNAVAILABLE, HTTP 503) instead of getting a masked INTERNAL error, and they do not open the
+    breaker (three failures would): once a connection is free, the next request is served."""
+    small = create_async_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    api = api_for(small)
+    query = "query($b: ID!) { batch(id: $b) { id } }"
+    try:
+        async with api.client:
+            async with small.connect():  # the pool's only connection, held
+                for _ in range(3):
+                    response = await api.post(query, {"b": FIXTURE_BATCH})
+                    assert response.status_code == 503 and response.headers["Retry-After"]
+                    [error] = response.json()["errors"]
+                    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "retry" in error["message"]
+            assert await api.data(query, {"b": FIXTURE_BATCH}) == {"batch": {"id": FIXTURE_BATCH}}
+    finally:
+        await small.dispose()

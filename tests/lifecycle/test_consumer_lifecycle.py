@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.topics import ALL_TOPICS
@@ -60,16 +61,28 @@ async def test_waits_for_the_broker_becomes_ready_and_stops_cleanly_on_sigterm(
         ready = await wait_for_status(f"http://127.0.0.1:{ops_port}/readyz", 200)
         assert ready["assigned"] is True and ready["lag"] == 0
         # Counted just after the commit the positions show, so the scrape may come a moment early: poll.
-        applied = 'ras_consumer_events_total{outcome="applied",topic="huleedu.batch.essays.registered.v1"} 3.0'
-        async with asyncio.timeout(10):
-            while applied not in await asyncio.to_thread(_get_text, f"http://127.0.0.1:{ops_port}/metrics"):
+        registered = {"topic": "huleedu.batch.essays.registered.v1", "outcome": "applied"}
+        counted = 0.0
+        async with asyncio.timeout(30):
+            while counted < 3:
+                text = await asyncio.to_thread(_get_text, f"http://127.0.0.1:{ops_port}/metrics")
+                counted = _sample(text, "ras_consumer_events_total", registered)
                 await asyncio.sleep(0.05)
+        assert counted == 3, "each registration counted once"
 
         assert await consumer.stop(signal.SIGTERM, timeout=30) == 0
         assert "consumer stopped" in consumer.output()
     finally:
         consumer.kill()
         await asyncio.to_thread(broker.close)
+
+
+def _sample(exposition: str, name: str, labels: dict[str, str]) -> float:
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
 
 
 def _get_text(url: str) -> str:

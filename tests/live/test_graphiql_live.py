@@ -87,7 +87,7 @@ async def test_graphiql_shows_a_pushed_update(
     chromium = shutil.which("chromium") or "chromium"
     try:
         async with live_api(settings, engine) as api:
-            with tempfile.TemporaryDirectory() as profile:
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # Chromium may still write
                 port = _free_port()
                 flags = [*CHROMIUM_FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}"]
                 browser = await asyncio.create_subprocess_exec(

@@ -1,0 +1,105 @@
+"""R1's load generator when `wrk` is not installed: HTTP/1.1 keep-alive connections on asyncio with uvloop.
+
+    python -m bench.loadgen --port 4003 --path /graphql --request-file req.json --connections 32 --seconds 5
+
+`--request-file` holds `{"method", "body", "headers"}`. Each connection sends the same request again as soon as the
+previous response is complete (closed loop, like wrk). Prints one JSON line: requests, seconds, p50/p99 latency in
+microseconds and the count of non-2xx answers. It runs in its own process so that it never shares the server's
+event loop; wrk is preferred (C, far cheaper per request), which is why the harness looks for it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--request-file", type=Path, required=True)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    return parser.parse_args(argv)
+
+
+def encode_request(host: str, port: int, path: str, method: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _response(reader: asyncio.StreamReader) -> int:
+    """Read one response (Content-Length framed, as uvicorn answers these requests); its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _connection(host: str, port: int, request: bytes, until: float, latencies: list[float]) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+    failures = 0
+    try:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            writer.write(request)
+            status = await _response(reader)
+            latencies.append(time.perf_counter() - started)
+            if not 200 <= status < 300:
+                failures += 1
+    finally:
+        writer.close()
+    return failures
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    spec = orjson.loads(args.request_file.read_bytes())
+    body = str(spec.get("body", "")).encode()
+    request = encode_request(args.host, args.port, args.path, spec["method"], body, spec.get("headers", {}))
+    latencies: list[float] = []
+    started = time.perf_counter()
+    until = started + args.seconds
+    failures = await asyncio.gather(
+        *(_connection(args.host, args.port, request, until, latencies) for _ in range(args.connections))
+    )
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "p50_us": cuts[49] * 1e6,
+        "p99_us": cuts[98] * 1e6,
+        "non_2xx": sum(failures),
+        "socket_errors": 0,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # still measures, just with a slower client loop; the harness notes which one ran
+        outcome = asyncio.run(run(args))
+    else:
+        outcome = uvloop.run(run(args))
+    sys.stdout.write(orjson.dumps(outcome).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""R1 cached read throughput, and M1 memory of the API process.
+
+A real server process (`python -m bench.r1_app`: the app `ras serve` runs, under the same uvicorn options, cache on)
+serves the gateway's batch screen — one batch with its 25 essays and their spellcheck and CJ results
+(app/static/examples/2-batch-detail.graphql), asked for a teacher (X-User-ID) — from the Redis cache. The same
+server has R1's baseline at `/bare`: one Redis GET of a key holding the very bytes the cached GraphQL answer
+returns, nothing else (bench/r1_app.py). Same process, event loop, HTTP stack and Redis: the ratio shows what the
+cached GraphQL path (authentication, the request's cache key, the Lua lookup, splicing `extensions.cache`,
+metrics) costs over the least any cached answer could cost.
+
+Load: `wrk` (Debian package `wrk`) in its own process, 2 threads, 32 connections, the same POST (body and
+headers) to both paths; without wrk, `bench.loadgen` (asyncio on uvloop, own process) does the same. After a
+warm-up of both paths, each repetition measures both for 5 s, in alternating order. Reported: requests/s and
+p50/p99 latency; the target is GraphQL ≥ 0.7× the bare endpoint's requests/s. Every GraphQL answer under load
+must be a cache hit (checked on the server's metrics: no miss beyond the one that filled the entry).
+
+M1 (API): the server's peak RSS over the whole load, sampled every 20 ms, and its growth from the end of the first
+repetition to the end of the last (memory must not grow with the number of requests served; the first repetition
+still pays for first-time allocations, such as the few requests that ran uncached after a Redis timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.common import MIB, Context, PeakRss, Result, ratios
+from bench.data import API_KEY, HEADERS, SERVICE_ID, project
+from bench.r1_app import BARE_KEY, BARE_PATH
+from ras.demo import EPOCH, batch_life
+from ras.embedded import free_port
+
+NAME = "R1"
+TITLE = "cached read: batch with 25 essays from Redis vs a bare GET in the same server (+ M1 API memory)"
+
+CONNECTIONS = 32
+THREADS = 2
+SECONDS = 5.0
+WARMUP_SECONDS = 2.0
+USER = "teacher-r1"
+QUERY = (Path(__file__).parents[1] / "app" / "static" / "examples" / "2-batch-detail.graphql").read_text()
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{{"requests":%d,"seconds":%f,"p50_us":%f,"p99_us":%f,"non_2xx":%d,"socket_errors":%d}}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+class LoadGenerator:
+    """wrk when installed, else bench.loadgen: the same closed-loop POST at CONNECTIONS connections."""
+
+    def __init__(self, port: int, body: bytes, headers: dict[str, str], workdir: Path) -> None:
+        self.port = port
+        self.wrk = shutil.which("wrk")
+        self.name = "wrk" if self.wrk else "bench.loadgen (asyncio + uvloop)"
+        self._script = workdir / "r1.lua"
+        lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+        self._script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lines))
+        self._request = workdir / "r1.json"
+        self._request.write_bytes(orjson.dumps({"method": "POST", "body": body.decode(), "headers": headers}))
+
+    def _argv(self, path: str, seconds: float) -> list[str]:
+        if self.wrk:
+            url = f"http://127.0.0.1:{self.port}{path}"
+            duration = f"{seconds:g}s"
+            return [self.wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}", "-s", str(self._script), url]
+        return [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            f"--port={self.port}",
+            f"--path={path}",
+            f"--request-file={self._request}",
+            f"--connections={CONNECTIONS}",
+            f"--seconds={seconds}",
+        ]
+
+    async def run(self, path: str, seconds: float) -> Load:
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv(path, seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"{self.name} failed ({proc.returncode}): {out.decode()[-2000:]} {err.decode()[-2000:]}")
+        found = orjson.loads(lines[-1])
+        return Load(
+            int(found["requests"]),
+            float(found["seconds"]),
+            found["p50_us"] / 1000,
+            found["p99_us"] / 1000,
+            int(found["non_2xx"]) + int(found["socket_errors"]),
+        )
+
+
+async def _ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+    async with httpx.AsyncClient(timeout=2) as client, asyncio.timeout(60):
+        while True:
+            if proc.returncode is not None:
+                tail = (await asyncio.to_thread(log.read_text))[-3000:]
+                raise RuntimeError(f"the R1 server exited ({proc.returncode}):\n{tail}")
+            try:
+                if (await client.get(f"{base}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+def _not_hits(metrics: str) -> float:
+    """GraphQL answers the server did not take from the cache so far (misses, and bypasses on a Redis timeout)."""
+    found = re.findall(r'^ras_cache_requests_total\{result="(?:miss|bypass|coalesced)"\} (\S+)$', metrics, re.MULTILINE)
+    return sum(float(value) for value in found)
+
+
+async def run(ctx: Context) -> Result:
+    result = Result(NAME, TITLE)
+    url = await ctx.servers.fresh_database()
+    redis_url = await ctx.servers.redis_url()
+    engine = create_async_engine(url)
+    rng = random.Random(11)
+    messages = []
+    for i in range(20):  # the teacher's other batches make the table realistic; the first one is asked for
+        messages += batch_life(rng, "gen2" if i % 3 else "gen1", USER, 25, 0.1, EPOCH + timedelta(minutes=10 * i))
+    await project(engine, messages)
+    await engine.dispose()
+    batch_id = messages[0].key.decode()
+
+    port = free_port()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "RAS_DATABASE_URL": url,
+        "RAS_REDIS_URL": redis_url,
+        "RAS_HOST": "127.0.0.1",
+        "RAS_PORT": str(port),
+        "RAS_INTERNAL_API_KEY": API_KEY,
+        "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
+        "RAS_ENVIRONMENT": "production",
+        "RAS_LOG_LEVEL": "WARNING",
+        "RAS_CACHE_ENABLED": "true",
+        "RAS_CACHE_PREFIX": prefix,
+    }
+    headers = {**HEADERS, "X-User-ID": USER}
+    body = orjson.dumps({"query": QUERY, "variables": {"batchId": batch_id, "first": 25}})
+    base = f"http://127.0.0.1:{port}"
+    redis = Redis.from_url(redis_url)
+    samples: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="ras-bench-r1-") as tmp:
+        log = Path(tmp) / "server.log"
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.r1_app", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        try:
+            await _ready(base, proc, log)
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                await client.post("/graphql", content=body, headers=headers)  # the miss that stores the entry
+                hit = await client.post("/graphql", content=body, headers=headers)
+                answer = orjson.loads(hit.content)
+                if answer.get("extensions", {}).get("cache", {}).get("status") != "hit" or "errors" in answer:
+                    raise RuntimeError(f"R1: the second request was not a clean cache hit: {hit.text[:500]}")
+                if len(answer["data"]["batch"]["essays"]["nodes"]) != 25:
+                    raise RuntimeError("R1: the batch should have 25 essays")
+                await redis.set(BARE_KEY, hit.content)
+                bare = await client.post(BARE_PATH, content=body, headers=headers)
+                assert bare.content == hit.content
+
+            load = LoadGenerator(port, body, headers, Path(tmp))
+            ctx.log(f"R1: {len(hit.content):,} B answer; load from {load.name}, {CONNECTIONS} connections")
+            with PeakRss(proc.pid) as rss:
+                for path in ("/graphql", BARE_PATH):
+                    await load.run(path, WARMUP_SECONDS)  # also fills both Redis connection pools
+                async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                    not_hits_before = _not_hits((await client.get("/metrics")).text)
+                errors = 0
+                rss_after: list[int] = []  # at the end of each repetition
+                for rep in range(ctx.repetitions):
+                    order = ("/graphql", BARE_PATH) if rep % 2 == 0 else (BARE_PATH, "/graphql")
+                    got = {path: await load.run(path, SECONDS) for path in order}
+                    for path, measured in got.items():
+                        key = "graphql" if path == "/graphql" else "bare"
+                        errors += measured.errors
+                        samples.setdefault(f"{key} requests", []).append(measured.requests)
+                        samples.setdefault(f"{key} rate", []).append(measured.rate)
+                        samples.setdefault(f"{key} p50", []).append(measured.p50_ms)
+                        samples.setdefault(f"{key} p99", []).append(measured.p99_ms)
+                    rss_after.append(psutil.Process(proc.pid).memory_info().rss)
+                    g, b = got["/graphql"], got[BARE_PATH]
+                    ctx.log(
+                        f"R1 #{rep + 1}: GraphQL {g.rate:,.0f} req/s (p50 {g.p50_ms:.2f} ms, p99 {g.p99_ms:.2f} ms); "
+                        f"bare {b.rate:,.0f} req/s (p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms)"
+                    )
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                not_hits = _not_hits((await client.get("/metrics")).text) - not_hits_before
+            # A Redis call over RAS_REDIS_TIMEOUT_SECONDS (0.1 s) fails: the GraphQL request then executes without the
+            # cache (fail-open), a bare one answers 500. The first burst of 32 connections can see a few of those on
+            # a busy 2-core machine; more than a few in a thousand would mean the figures are not of cached reads.
+            requests = sum(samples["graphql requests"]) + sum(samples["bare requests"])
+            if not_hits + errors > requests / 1000:
+                raise RuntimeError(f"R1: {not_hits:.0f} GraphQL answers not from cache and {errors} errors")
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+            await redis.delete(BARE_KEY)
+            await redis.aclose()
+            await ctx.servers.drop_database(url)
+
+    result.figure("R1 GraphQL from cache", "req/s", samples["graphql rate"], f"{len(hit.content):,} B answers")
+    result.figure("R1 GraphQL p50", "ms", samples["graphql p50"])
+    result.figure("R1 GraphQL p99", "ms", samples["graphql p99"])
+    result.figure("R1 bare Redis GET endpoint", "req/s", samples["bare rate"])
+    result.figure("R1 bare p50", "ms", samples["bare p50"])
+    result.figure("R1 bare p99", "ms", samples["bare p99"])
+    result.figure("M1 API peak RSS during R1", "MiB", [rss.peak / MIB], f"over {rss.samples:,} samples")
+    served = sum(samples["graphql requests"][1:]) + sum(samples["bare requests"][1:])
+    result.figure(
+        "M1 API RSS growth over repetitions 2…n",
+        "MiB",
+        [(rss_after[-1] - rss_after[0]) / MIB],
+        f"while serving {served:,} more requests",
+    )
+    result.target("R1 GraphQL / bare requests/s", ratios(samples["graphql rate"], samples["bare rate"]), 0.7)
+    result.notes.append(f"R1: {not_hits:.0f} GraphQL answers not from cache, {errors} errors under load")
+    result.notes.append(
+        f"R1 load: {load.name}, {THREADS} threads, {CONNECTIONS} connections, {SECONDS:g} s per measurement; "
+        "server: python -m bench.r1_app (ras serve's app and uvicorn options, one process)"
+    )
+    return result
