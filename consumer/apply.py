@@ -14,12 +14,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.batch_state import BatchState, Fact, derive
 from consumer.decode import PoisonMessage, Record, decode
 from consumer.projection import Rows, rows_for
 from db import writes
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -123,6 +126,14 @@ def project(records: Sequence[Record], max_bytes: int) -> Projection:
         except PoisonMessage as exc:
             out.poison.append(_quarantine_row(record, str(exc)))
             out.counts.quarantined[record.topic] += 1
+            # Logged when set aside; the row commits with the batch (a retried batch logs it again).
+            log.warning(
+                "record quarantined",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=str(exc)[:300],
+            )
             continue
         out.counts.applied[record.topic] += 1
         stamp = event.envelope.event_timestamp or event.record_time
