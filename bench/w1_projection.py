@@ -39,18 +39,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from bench import baseline_per_event
 from bench.common import MIB, Context, PeakRss, Result, asyncpg_dsn, ratios
 from ras.demo import EPOCH, Message, batch_life, with_resends
+from ras.produce import Offsets
+from ras.produce import send_all as produce
 
 NAME = "W1"
 TITLE = "projection throughput (+ M1 consumer memory)"
@@ -68,8 +68,6 @@ READ_MODEL = {
 }
 CONSUME_TIMEOUT = 600.0
 
-Offsets = dict[tuple[str, int], int]
-
 
 def stream(batches: int, seed: int = 2025) -> list[Message]:
     """`batches` batch lives, both generations, interleaved in event-time order, with outbox re-sends."""
@@ -80,24 +78,6 @@ def stream(batches: int, seed: int = 2025) -> list[Message]:
         start = EPOCH + timedelta(seconds=30 * i)
         messages += batch_life(rng, gen, f"teacher-{i % 60:02d}", ESSAYS, rng.choice(FAIL_RATES), start)
     return sorted(with_resends(rng, messages, RESEND_RATE), key=lambda m: m.at)
-
-
-async def produce(bootstrap: str, messages: Sequence[Message]) -> Offsets:
-    """Send `messages` keyed as their producers key them; the next offset of every partition written."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576, max_request_size=8_388_608
-    )
-    await producer.start()
-    ends: Offsets = {}
-    try:
-        for start in range(0, len(messages), 5_000):
-            futures = [await producer.send(m.topic, m.value, key=m.key) for m in messages[start : start + 5_000]]
-            for meta in await asyncio.gather(*futures):
-                tp = (meta.topic, meta.partition)
-                ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
-    finally:
-        await producer.stop()
-    return ends
 
 
 @dataclass

@@ -12,6 +12,27 @@ from consumer.topics import ALL_TOPICS
 from ras.demo import Message, demo_stream
 from ras.embedded import create_topics
 
+Offsets = dict[tuple[str, int], int]
+
+
+async def send_all(bootstrap: str, messages: Sequence[Message]) -> Offsets:
+    """Send `messages` in the order given, keyed as their producers key them, as fast as batching allows; returns
+    the next offset of every partition written (what a consumer must reach to have applied them all)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1_048_576, max_request_size=8_388_608
+    )
+    await producer.start()
+    ends: Offsets = {}
+    try:
+        for start in range(0, len(messages), 5_000):
+            futures = [await producer.send(m.topic, m.value, key=m.key) for m in messages[start : start + 5_000]]
+            for meta in await asyncio.gather(*futures):
+                tp = (meta.topic, meta.partition)
+                ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
 
 async def produce(bootstrap: str, messages: Sequence[Message], rate: float | None, show_progress: bool) -> None:
     """Send in event-time order; `rate` (events/s) paces the stream so it can be watched arriving."""

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.scenario import Message
+from ras.produce import Offsets
+from ras.produce import send_all as produce
 
-Offsets = dict[tuple[str, int], int]
-
-
-async def produce(bootstrap: str, messages: Sequence[Message]) -> Offsets:
-    """Send `messages` keyed as their real producers key them; returns the next offset of every partition written."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8_388_608)
-    await producer.start()
-    ends: Offsets = {}
-    try:
-        for start in range(0, len(messages), 2_000):
-            futures = [await producer.send(m.topic, m.value, key=m.key) for m in messages[start : start + 2_000]]
-            for meta in await asyncio.gather(*futures):
-                tp = (meta.topic, meta.partition)
-                ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
-    finally:
-        await producer.stop()
-    return ends
+__all__ = ["Offsets", "produce", "stored_positions", "wait_for_positions"]
 
 
 async def stored_positions(engine: AsyncEngine) -> Offsets:
