@@ -117,6 +117,7 @@ def project(records: Sequence[Record], max_bytes: int) -> Projection:
     """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside for quarantine."""
     out = Projection(records)
     for record in records:
+        event = None
         try:
             event = decode(record, max_bytes)
             if event is None:
@@ -124,6 +125,7 @@ def project(records: Sequence[Record], max_bytes: int) -> Projection:
                 continue
             out.rows.extend(rows_for(event))
         except PoisonMessage as exc:
+            correlation_id = exc.correlation_id or (event.envelope.correlation_id if event is not None else None)
             out.poison.append(_quarantine_row(record, str(exc)))
             out.counts.quarantined[record.topic] += 1
             # Logged when set aside; the row commits with the batch (a retried batch logs it again).
@@ -132,6 +134,7 @@ def project(records: Sequence[Record], max_bytes: int) -> Projection:
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
+                correlation_id=correlation_id,
                 reason=str(exc)[:300],
             )
             continue

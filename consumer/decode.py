@@ -16,7 +16,15 @@ from consumer import topics as t
 
 
 class PoisonMessage(Exception):
-    """A record that can never be applied as it is: it goes to quarantine with this reason."""
+    """A record that can never be applied as it is: it goes to quarantine with this reason.
+
+    `correlation_id` is the envelope's, when the envelope could be read: it ties the quarantine log line to the
+    producer's own logs of the same request.
+    """
+
+    def __init__(self, reason: str, correlation_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.correlation_id = correlation_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +109,13 @@ def decode(record: Record, max_bytes: int) -> Event | None:
     try:
         payload = model.model_validate(envelope.data)
     except ValidationError as exc:
-        raise PoisonMessage(_reason(exc, f"data[{model.__name__}]")) from None
+        raise PoisonMessage(_reason(exc, f"data[{model.__name__}]"), envelope.correlation_id) from None
     try:
         digest = payload_digest(record.topic, envelope.data)
     except orjson.JSONEncodeError as exc:
         # orjson reads up to 1024 levels of nesting but writes only 254: a payload between the two is valid JSON
         # that cannot be given an identity, and must not stop the consumer.
-        raise PoisonMessage(f"data cannot be re-encoded for its digest: {exc}") from None
+        raise PoisonMessage(f"data cannot be re-encoded for its digest: {exc}", envelope.correlation_id) from None
     return Event(record.topic, envelope, payload, digest, _record_time(record.timestamp_ms))
 
 
