@@ -135,7 +135,8 @@ async def test_replays_and_relay_resends_change_nothing(engine: AsyncEngine) -> 
     await apply(engine, as_records(messages))
     before = await dump(engine)
     resent = [Message(topic, key, value, T).resent(timedelta(hours=1)) for topic, key, value in messages]
-    results = await apply(engine, as_records([*as_records(messages), *as_records(resent)]), per_transaction=3)
+    stream: list[Message | tuple[str, bytes, bytes]] = [*messages, *resent]
+    results = await apply(engine, as_records(stream), per_transaction=3)
     assert all(r.batch_ids == set() for r in results)
     assert await dump(engine) == before
 
