@@ -52,6 +52,7 @@ from graphql import (
     GraphQLFloat,
     GraphQLID,
     GraphQLInt,
+    GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
@@ -88,6 +89,21 @@ Getter = Callable[[Any], Any]
 # --------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Objects:
+    """How a plain field of a concrete object type, or of a list of one, is completed inline.
+
+    `check`: the type's `is_type_of` when it has one (only ones marked `ignores_info`, called without an info).
+    `kinds`: value types already seen to be neither awaitable nor exceptions, for this request's plan.
+    """
+
+    object_type: GraphQLObjectType
+    is_list: bool
+    item_type: GraphQLOutputType  # the list's item type (with its non-null wrapper), or the object type
+    check: Callable[[Any, Any], Any] | None
+    kinds: set[type]
+
+
 # A step unpacked for the executor's loop (tuple unpacking is cheaper than attribute reads, ~45,000 times per
 # large answer): response name, get, coerce, same, non_null, typename, the step itself.
 Row = tuple[str, "Getter | None", "Callable[[Any], Any] | None", "type | None", bool, bool, "Step"]
@@ -110,6 +126,8 @@ class Step:
     same: type | None = None  # values of exactly this type are their own coercion (str for String…)
     non_null: bool = False
     typename: bool = False
+    # An object-typed plain field whose objects can be completed inline (see `objects`), or None.
+    objects: Objects | None = None
 
     @property
     def row(self) -> Row:
@@ -161,9 +179,35 @@ def _step(
     non_null = isinstance(return_type, GraphQLNonNull)
     nullable = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
     if not is_leaf_type(nullable):
-        return Step(name, details, field_def, get, non_null=non_null)
+        return Step(name, details, field_def, get, non_null=non_null, objects=_objects(nullable, details))
     coerce, same = _coercion(nullable)
     return Step(name, details, field_def, get, coerce, same, non_null)
+
+
+def ignores_info(is_type_of: Callable[..., bool]) -> Callable[..., bool]:
+    """Marks an `is_type_of` function that does not use its `info` argument, so the fast path may call it
+    without building one (graphql-core builds one for every object it completes)."""
+    setattr(is_type_of, _IGNORES_INFO, True)
+    return is_type_of
+
+
+_IGNORES_INFO = "__ras_ignores_info__"
+
+
+def _objects(field_type: GraphQLOutputType, details: list[FieldDetails]) -> Objects | None:
+    """Inline completion for a field of a concrete object type or a list of one; None for anything else
+    (interfaces and unions, nested lists, `@stream`, an `is_type_of` that may use its info)."""
+    is_list = isinstance(field_type, GraphQLList)
+    item_type: GraphQLOutputType = field_type.of_type if isinstance(field_type, GraphQLList) else field_type
+    object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+    if not isinstance(object_type, GraphQLObjectType):
+        return None
+    if any(directive.name.value == "stream" for d in details for directive in d.node.directives or ()):
+        return None
+    check = object_type.is_type_of
+    if check is not None and not getattr(getattr(check, "__func__", check), _IGNORES_INFO, False):
+        return None
+    return Objects(object_type, is_list, item_type, check, set())
 
 
 def _coercion(leaf: Any) -> tuple[Callable[[Any], Any], type | None]:
@@ -313,7 +357,11 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                     elif value is None and not non_null:
                         results[name] = None
                         continue
-                    result = self._complete_resolved(step, parent_type, path, value)
+                    objects = step.objects
+                    if objects is not None and self._inline(objects, value):
+                        result = self._complete_objects(step, objects, parent_type, path, value)
+                    else:
+                        result = self._complete_resolved(step, parent_type, path, value)
                 elif typename:
                     results[name] = parent_type.name
                     continue
@@ -353,6 +401,78 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return None
         return completed
 
+    def _inline(self, objects: Objects, value: Any) -> bool:
+        """Whether `value` (not None) can be completed by `_complete_objects`: an object, or a list or tuple of
+        objects, of kinds that are neither awaitable nor exceptions and that pass the type's `is_type_of`."""
+        if objects.is_list:
+            if type(value) is not list and type(value) is not tuple:
+                return False
+            return all(item is not None and self._plain_object(objects, item) for item in value)
+        return self._plain_object(objects, value)
+
+    def _plain_object(self, objects: Objects, value: Any) -> bool:
+        kind = type(value)
+        if kind not in objects.kinds:
+            if issubclass(kind, Exception) or self.is_awaitable(value):
+                return False
+            objects.kinds.add(kind)
+        return objects.check is None or objects.check(value, None) is True
+
+    def _complete_objects(
+        self, step: Step, objects: Objects, parent_type: GraphQLObjectType, path: Path | None, value: Any
+    ) -> Any:
+        """graphql-core's completion of an object (`complete_object_value`) or of a list of objects
+        (`complete_iterable_value`) for values `_inline` accepted, without a resolve info per object."""
+        field_path = Path(path, step.response_name, parent_type.name)
+        assert step.field_def is not None
+        return_type = step.field_def.type
+        details = step.field_details
+        try:
+            grouped_field_set, new_defer_usages, _ = self.collect_subfields(objects.object_type, details)
+            if new_defer_usages:
+                return self._complete_resolved(step, parent_type, path, value)
+            if objects.is_list:
+                completed = self._complete_items(objects, details, field_path, grouped_field_set, value)
+            else:
+                completed = self.execute_fields(objects.object_type, value, field_path, grouped_field_set, None)
+            if self.is_awaitable(completed):
+                return self._await_completed(completed, return_type, details, field_path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, details, field_path)
+            return None
+        return completed
+
+    def _complete_items(
+        self,
+        objects: Objects,
+        details: list[FieldDetails],
+        path: Path,
+        grouped_field_set: dict[str, list[FieldDetails]],
+        items: list[Any] | tuple[Any, ...],
+    ) -> Any:
+        object_type, item_type = objects.object_type, objects.item_type
+        completed: list[Any] = []
+        awaitable_indices: list[int] = []
+        try:
+            for index, item in enumerate(items):
+                item_path = Path(path, index, None)
+                try:
+                    result = self.execute_fields(object_type, item, item_path, grouped_field_set, None)
+                except Exception as raw_error:
+                    self.handle_field_error(raw_error, item_type, details, item_path)  # raises for non-null items
+                    result = None
+                if self.is_awaitable(result):
+                    result = self._await_completed(result, item_type, details, item_path)
+                    awaitable_indices.append(index)
+                completed.append(result)
+        except Exception:
+            if awaitable_indices:
+                self.settle_in_background([completed[index] for index in awaitable_indices])
+            raise
+        if not awaitable_indices:
+            return completed
+        return _gathered_items(completed, awaitable_indices)
+
     async def _await_completed(
         self, completed: Awaitable[Any], return_type: GraphQLOutputType, details: list[FieldDetails], path: Path
     ) -> Any:
@@ -367,6 +487,18 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         assert step.field_def is not None
         field_path = Path(path, step.response_name, parent_type.name)
         self.handle_field_error(raw_error, step.field_def.type, step.field_details, field_path)
+
+
+async def _gathered_items(completed: list[Any], awaitable_indices: list[int]) -> list[Any]:
+    """graphql-core's `complete_iterable_value` tail: the awaitable items replaced by their values."""
+    if len(awaitable_indices) == 1:
+        index = awaitable_indices[0]
+        completed[index] = await completed[index]
+    else:
+        awaited = await gather_with_cancel(*(completed[index] for index in awaitable_indices))
+        for index, value in zip(awaitable_indices, awaited, strict=True):
+            completed[index] = value
+    return completed
 
 
 async def _gathered(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 
@@ -18,6 +18,7 @@ from app.events import EventHub
 from app.health import Health
 from app.limits import ApiLimits, limits_from
 from app.schema import build_schema
+from db.engine import create_engine
 from ras.prometheus import metrics_endpoint
 from ras.settings import Settings
 from ras.wait import wait_for
@@ -92,7 +93,7 @@ def create_app(
 
 
 async def _connected_engine(settings: Settings) -> AsyncEngine:
-    engine = create_async_engine(
+    engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,

@@ -4,7 +4,7 @@ lookup, or one loader call. Fields that read a row attribute unchanged need no r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -120,9 +120,15 @@ def batch_client_status(root: BatchRow) -> str:
     return status.client_status(root.status)
 
 
-async def batch_current_phase(root: BatchRow, info: Info) -> str | None:
+def batch_current_phase(root: BatchRow, info: Info) -> Awaitable[str | None] | None:
+    # Synchronous where the status decides, without reading the essays: most batches of a list are not running,
+    # and an awaitable per batch cost more than the rest of its fields together.
     if root.status != status.PROCESSING_PIPELINES:
-        return None  # decided without reading the essays
+        return None
+    return _running_phase(root, info)
+
+
+async def _running_phase(root: BatchRow, info: Info) -> str | None:
     progress = await info.context.loaders.phase_progress.load(root.batch_id)
     return status.current_phase(root.status, progress)
 

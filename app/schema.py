@@ -12,7 +12,7 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule
-from strawberry.extensions import AddValidationRules
+from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
@@ -21,6 +21,7 @@ from strawberry.utils.aio import aclosing
 
 from app import execution, resolvers
 from app.consistency import ConsistencyGate, consistent
+from app.documents import DocumentCache, Documents
 from app.enums import LONG_SCALAR, Long
 from app.errors import ErrorShaping
 from app.limits import ApiLimits, IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
@@ -93,14 +94,23 @@ async def _closing(source: StreamResult, context: LiveContext) -> StreamResult:
         await context.close()
 
 
+# Distinct query texts kept parsed and validated; bounded, since clients choose the texts.
+DOCUMENT_CACHE_SIZE = 256
+
+
 def build_schema(limits: ApiLimits | None = None) -> Schema:
     limits = limits or ApiLimits()
     rules: list[type[ASTValidationRule]] = [depth_rule(limits.max_depth), alias_rule(limits.max_aliases)]
     if not limits.introspection:
         rules.append(IntrospectionDisabled)
+    documents = Documents(DOCUMENT_CACHE_SIZE)
     extensions: list[Any] = [
         lambda: ParseLimits(limits),
         lambda: AddValidationRules(rules),
+        # Parsing and validating a query depend on its text alone, and cost more than answering a small one
+        # (R3's list of 100 batches: 4 ms of 30; R2's 1,000 essays: 15 ms): gateways send the same texts again.
+        lambda: DocumentCache(documents),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
         ErrorShaping,
         ConsistencyGate,
         WebSocketOnly,

@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 
 from app import connections, resolvers, status
 from app.enums import BatchClientStatus, BatchStatus, Long, PhaseName, ProcessingStage
+from app.execution import ignores_info
 from db.reads import PhaseResultRow
 
 BatchRef = Annotated["Batch", strawberry.lazy("app.types")]
@@ -100,6 +101,7 @@ class PhaseResult:
 
 
 def _phase_is(phase: str) -> Any:
+    @ignores_info
     def is_type_of(cls: type, obj: Any, info: Any) -> bool:
         return isinstance(obj, PhaseResultRow) and obj.phase == phase
 
@@ -152,6 +154,7 @@ class CJAssessmentResult(PhaseResult):
 )
 class OtherPhaseResult(PhaseResult):
     @classmethod
+    @ignores_info
     def is_type_of(cls, obj: Any, info: Any) -> bool:
         return isinstance(obj, PhaseResultRow) and obj.phase not in (status.SPELLCHECK, status.CJ_ASSESSMENT)
 

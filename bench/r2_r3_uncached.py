@@ -32,13 +32,14 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import status as app_status
 from app.enums import BatchClientStatus, BatchStatus, PhaseName, ProcessingStage
 from app.main import create_app
 from bench.common import Context, Result, asyncpg_dsn, ratios
 from bench.data import HEADERS, big_batch, project, settings, use_stock_executor, user_batches
+from db.engine import create_engine
 
 NAME = "R2"
 TITLE = "uncached reads: one batch of 1,000 essays (R2), a user's 100 batches (R3)"
@@ -383,7 +384,7 @@ async def _prepare(engine: AsyncEngine) -> tuple[str, int]:
 async def run(ctx: Context) -> Result:
     result = Result(NAME, TITLE)
     url = await ctx.servers.fresh_database()
-    engine = create_async_engine(url, pool_size=4)
+    engine = create_engine(url, pool_size=4)
     conn = await asyncpg.connect(asyncpg_dsn(url))
     await conn.set_type_codec("jsonb", encoder=orjson.dumps, decoder=orjson.loads, schema="pg_catalog")
     try:

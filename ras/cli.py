@@ -24,14 +24,13 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _consume(settings: Settings) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from consumer.eviction import Evictor
     from consumer.notify import Publisher, chain
     from consumer.ops import ops_app, ops_server
     from consumer.runner import ProjectionConsumer
+    from db.engine import create_engine
 
-    engine = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
+    engine = create_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
     evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
     publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
     # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.
@@ -103,12 +102,11 @@ def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from consumer.replay import replay
+    from db.engine import create_engine
     from db.quarantine import list_quarantined
 
-    engine = create_async_engine(settings.database_url, pool_size=1)
+    engine = create_engine(settings.database_url, pool_size=1)
     try:
         if args.action == "list":
             async with engine.connect() as conn:

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.topics import ALL_TOPICS
+from db.engine import create_engine
 from db.migrate import upgrade_async
 from tests import servers
 
@@ -52,7 +53,7 @@ async def database_url(postgres_server_url: str, template_database: str) -> Asyn
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_async_engine(database_url, pool_size=5)
+    eng = create_engine(database_url, pool_size=5)
     yield eng
     await eng.dispose()
 

@@ -38,7 +38,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult as StrawberryResult
 
 from app import execution
-from app.execution import FastExecutionContext
+from app.execution import FastExecutionContext, ignores_info
 from tests.api.conftest import FIXTURE_BATCH, Api
 from tests.events import project, teacher_batches
 
@@ -234,6 +234,10 @@ class Row:
         self.blob: Any = [{"k": n}, [n, n], "text", None][n % 4]
         self.ident: Any = [f"id{n}", n, None][n % 3]
         self.items = [Child(n, i) for i in range(3)] if n % 2 else []
+        # Objects completed inline, and values that send them back to graphql-core.
+        self.child: Child | None = Child(n, 2) if n % 2 else None
+        self.checked = tuple(Child(n, i) for i in (0, 1, 9 if n == 5 else 2))  # Checked refuses i == 9
+        self.sparse = [Child(n, 0), None] if n == 2 else [Child(n, 1)]
 
     @property
     def maybe_awaitable(self) -> Any:
@@ -273,6 +277,17 @@ class ChildType:
     required: str
 
 
+@strawberry.type
+class Checked:
+    """A type with an `is_type_of` marked `ignores_info`: completed inline while it accepts every object."""
+
+    is_type_of = classmethod(ignores_info(lambda cls, obj, info: isinstance(obj, Child) and obj.i != 9))
+
+    i: int
+    label: str | None
+    required: str
+
+
 @strawberry.interface
 class Named:
     name: str | None
@@ -295,6 +310,13 @@ class ItemType(Named):
     fragile: str | None
     fragile_required: str
     items: list[ChildType]
+    child: ChildType | None
+    checked: list[Checked]
+    sparse: list[ChildType | None]
+
+    @strawberry.field
+    def required_child(root: Row) -> ChildType:
+        return Child(root.n, 2)  # type: ignore[return-value]  # row 3's child has a null `required`
 
     @strawberry.field
     def upper(root: Row) -> str | None:
@@ -356,6 +378,13 @@ QUERIES = {
     "non-null error in a child list": "{ items(first: 4) { id items { i required label } } }",
     "abstract type": "{ named { __typename name ... on ItemType { id count } } }",
     "only typenames": "{ __typename items(first: 2) { __typename items { __typename } } }",
+    # Objects completed inline (app/execution.py `Objects`), and the values that send them back to graphql-core.
+    "objects": "{ items(first: 6) { id child { __typename i label } checked { __typename i label } } }",
+    "objects with null non-null fields": "{ items(first: 4) { id child { i required } checked { required } } }",
+    "a non-null object with a null non-null field": "{ items(first: 4) { id requiredChild { i required } } }",
+    "an object its check refuses": "{ items(first: 6) { id checked { i } } }",
+    "a list with a null item": "{ items(first: 3) { id sparse { i label } } }",
+    "nested lists of objects": "{ items(first: 4) { id items { i label } again: items { required } } }",
 }
 
 
@@ -444,6 +473,24 @@ async def test_plans_classify_fields() -> None:
     assert {kinds[name] for name in plain} == {"plain"}
     assert kinds["eventually"] == "standard"  # an async resolver
     assert execution.effective_middleware(None, schema._schema) is None
+    assert plan_of(plan, "items").objects is not None  # a list of a concrete type without is_type_of
+
+
+def plan_of(plan: execution.Plan, name: str) -> execution.Step:
+    return next(step for step in plan.steps if step.response_name == name)
+
+
+async def test_objects_are_completed_inline_only_where_equivalent() -> None:
+    schema = strawberry.Schema(query=Query, types=[ItemType], execution_context_class=Capturing)
+    Capturing.made.clear()
+    await schema.execute("{ items(first: 2) { child { i } checked { i } requiredChild { i } } named { name } }")
+    [executor] = Capturing.made
+    [items] = [p for p in executor.plans.values() if "child" in p.grouped_field_set]
+    assert plan_of(items, "child").objects is not None
+    assert plan_of(items, "checked").objects is not None  # is_type_of marked ignores_info
+    assert plan_of(items, "requiredChild").objects is not None  # a plain resolver
+    [root] = [p for p in executor.plans.values() if p.parent_type.name == "Query"]
+    assert plan_of(root, "named").objects is None  # an interface (and a resolver with arguments)
 
 
 async def test_batch_queries_of_the_api_answer_alike(engine: AsyncEngine, api: Api, gen2: None) -> None:
