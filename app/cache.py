@@ -22,6 +22,14 @@ STORE_DEADLINE_SECONDS); and Redis loses keys only by TTL or by a restart that e
 epoch together; any script that finds either missing starts a fresh random epoch, so snapshots from before the
 restart never store. Evictions the consumer could not deliver are made up for by an epoch change (consumer side).
 
+Lookups: the script above reads the epoch and G and GETs the entry under that epoch, atomically. Returning the body
+from Lua copies it twice inside Redis, so once a process knows the epoch it looks up with one MGET instead: the entry
+under the epoch it knows, the epoch, and G. MGET is one command, so as atomic as the script: when the epoch it
+returns is the one in the entry's key, the entry was read under the current epoch and (epoch, G) is a snapshot just
+like the script's. Otherwise (the epoch changed or is gone, or G is gone) the script runs and its answer is used.
+Ages are measured on Redis's clock, which the script reads (TIME); an MGET hit carries the script's latest reading
+forward on the local monotonic clock, and the script runs again at least every CLOCK_REFRESH_SECONDS.
+
 Concurrent identical misses in one process share one execution, but only when the leader's store succeeded: that
 check ran after every follower joined, so the shared result is as fresh as each follower's own execution would be.
 Otherwise (stale, uncacheable, Redis error) each follower executes for itself.
@@ -38,7 +46,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -55,6 +63,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 Status = Literal["hit", "miss", "coalesced", "bypass"]
+
+CLOCK_REFRESH_SECONDS = 5.0
+"""How long a reading of Redis's clock is carried forward on the local monotonic clock before a lookup reads it again.
+Ages are informational: the error is half a round trip plus the clocks' drift over this time."""
 
 _LOOKUP = """
 local epoch = redis.call('GET', KEYS[1])
@@ -120,10 +132,27 @@ class _Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class _Known:
+    """What the latest lookup script said: the epoch, and Redis's clock as an offset from the local monotonic one
+    (milliseconds), trusted until `until` (local monotonic seconds)."""
+
+    epoch: str
+    offset_ms: float
+    until: float
+    epoch_bytes: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epoch_bytes", self.epoch.encode())
+
+
+@dataclass(frozen=True, slots=True)
 class _Hit:
     body: bytes
     age_seconds: float
 
+
+_counted = functools.cache(ck.REQUESTS.labels)
+"""The request counter's child for a result: `labels()` locks and builds a tuple on every call, and hits are hot."""
 
 Flight = asyncio.Future[bytes | None]
 """A leader's execution: resolves to the body if followers may use it, else None."""
@@ -207,6 +236,7 @@ class QueryCache:
         self._lookup_script = redis.register_script(_LOOKUP)
         self._store_script = redis.register_script(_STORE)
         self._flights: dict[str, Flight] = {}
+        self._known: _Known | None = None
         self._healthy = True
         ck.REDIS_UP.labels("api").set(1)
 
@@ -233,20 +263,20 @@ class QueryCache:
         except _Unavailable:
             return await self._bypass(execute)
         if hit is not None:
-            ck.REQUESTS.labels("hit").inc()
+            _counted("hit").inc()
             return Served(hit.body, "hit", hit.age_seconds)
         flight = self._flights.get(key)
         if flight is not None:
             shared = await asyncio.shield(flight)
             if shared is not None:
-                ck.REQUESTS.labels("coalesced").inc()
+                _counted("coalesced").inc()
                 return Served(shared, "coalesced", 0.0)
             # The leader's result could not be vouched for: execute on our own snapshot.
             return await self._miss(key, snapshot, execute)
         return await self._lead(key, snapshot, execute)
 
     async def _bypass(self, execute: Callable[[], Awaitable[Executed]]) -> Served:
-        ck.REQUESTS.labels("bypass").inc()
+        _counted("bypass").inc()
         executed = await execute()
         return Served(executed.body, "bypass")
 
@@ -269,14 +299,30 @@ class QueryCache:
     async def _run(
         self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]
     ) -> tuple[Served, bool]:
-        ck.REQUESTS.labels("miss").inc()
+        _counted("miss").inc()
         executed = await execute()
         outcome = await self._store(key, snapshot, executed)
         ck.STORES.labels(outcome).inc()
         return Served(executed.body, "miss"), outcome == "stored"
 
     async def _lookup(self, key: str) -> tuple[_Snapshot, _Hit | None]:
+        known = self._known
         started = time.monotonic()
+        if known is not None and started < known.until:
+            entry, epoch, counter = await self._guarded(
+                "lookup",
+                lambda: self._redis.mget(
+                    self._layout.entry(known.epoch, key), self._layout.epoch, self._layout.counter
+                ),
+            )
+            if epoch == known.epoch_bytes and counter is not None:
+                now_ms = time.monotonic() * 1000 + known.offset_ms
+                return _Snapshot(known.epoch, int(counter), started), _parse_entry(entry, now_ms)
+            started = time.monotonic()
+        return await self._scripted_lookup(key, started)
+
+    async def _scripted_lookup(self, key: str, started: float) -> tuple[_Snapshot, _Hit | None]:
+        """The lookup script: also starts an epoch where none is, and reads Redis's clock for `_known`."""
         epoch, counter, entry, now_ms = await self._guarded(
             "lookup",
             lambda: self._lookup_script(
@@ -284,8 +330,10 @@ class QueryCache:
                 args=[self._layout.entry_prefix, key, ck.new_epoch()],
             ),
         )
-        snapshot = _Snapshot(epoch.decode(), int(counter), started)
-        return snapshot, _parse_entry(entry, int(now_ms))
+        finished = time.monotonic()
+        # Redis read its clock somewhere within the round trip: its middle is off by at most half of it.
+        self._known = _Known(epoch.decode(), int(now_ms) - (started + finished) * 500, finished + CLOCK_REFRESH_SECONDS)
+        return _Snapshot(self._known.epoch, int(counter), started), _parse_entry(entry, int(now_ms))
 
     async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> str:
         if not executed.cacheable:
@@ -343,6 +391,7 @@ class QueryCache:
         request whose snapshot predates it cannot store (its epoch is gone). The cost is a cold cache after an
         outage this process saw, as after the consumer's own change."""
         await self._redis.set(self._layout.epoch, ck.new_epoch())
+        self._known = None
 
     def _failed(self, op: str, exc: BaseException) -> None:
         ck.ERRORS.labels("api", op).inc()
@@ -360,9 +409,9 @@ class QueryCache:
             log.info("redis reachable again, cache in use; epoch changed, entries from before the outage unused")
 
 
-def _parse_entry(entry: bytes | None, now_ms: int) -> _Hit | None:
+def _parse_entry(entry: object, now_ms: float) -> _Hit | None:
     """An entry is b"{stored_at_ms}\\n{body}"; anything else is treated as a miss (and overwritten by the store)."""
-    if entry is None:
+    if not isinstance(entry, bytes):
         return None
     stamp, sep, body = entry.partition(b"\n")
     if not sep or not stamp.isdigit():

@@ -298,19 +298,21 @@ async def test_a_bump_under_way_does_not_make_up_for_an_eviction_that_failed_mea
 async def test_running_out_of_connections_is_not_an_outage(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ck.MAX_CONNECTIONS concurrent calls (200 clients on one API process reach it), a call fails at once:
     that call goes without the cache, and the others keep it: no circuit opened, no epoch change."""
-    cache, evictor = pair(cache_settings(redis_url))
+    settings = cache_settings(redis_url)
+    client = ck.connect(settings)
+    cache = QueryCache(client, settings)
+    evictor = Evictor(ck.connect(settings), settings)
     source = Source(values={"X": "v"})
-    real = cache._lookup_script
 
-    async def exhausted(**_: object) -> object:
+    async def exhausted(*_: object, **__: object) -> object:
         raise MaxConnectionsError("Too many connections")
 
     try:
         await cache.fetch(KEY_X, batch(source, "X"))
         delta = Delta()
-        monkeypatch.setattr(cache, "_lookup_script", exhausted)
-        assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "bypass"
-        monkeypatch.setattr(cache, "_lookup_script", real)
+        with monkeypatch.context() as patched:
+            patched.setattr(client.connection_pool, "get_connection", exhausted)
+            assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "bypass"
         assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "hit"
         assert delta("ras_cache_errors_total", side="api", op="lookup") == 1
         assert sample("ras_cache_redis_up", side="api") == 1

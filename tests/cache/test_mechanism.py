@@ -119,6 +119,33 @@ async def test_epoch_bump_hides_every_entry(cache: QueryCache, evictor: Evictor)
     assert delta("ras_cache_epoch_bumps_total") == 1
 
 
+@pytest.mark.parametrize("lost", [["epoch", "counter"], ["epoch"], ["counter"]])
+async def test_a_known_epoch_is_not_trusted_once_redis_lost_it(
+    cache: QueryCache, redis: Redis, settings: Settings, lost: list[str]
+) -> None:
+    """A process that knows the epoch looks up with one MGET; when Redis lost the epoch or the counter (a restart),
+    the entries under the old epoch that are still there must not be served: the lookup starts a new epoch."""
+    layout = ck.CacheLayout(settings.cache_prefix)
+    source = Source(values={"X": "v"})
+    await cache.fetch(key("X"), batch(source, "X"))
+    assert (await cache.fetch(key("X"), batch(source, "X"))).status == "hit"
+    await redis.delete(*(getattr(layout, name) for name in lost))
+    assert (await cache.fetch(key("X"), batch(source, "X"))).status == "miss"
+    assert (await cache.fetch(key("X"), batch(source, "X"))).status == "hit"
+
+
+async def test_the_age_of_a_hit_is_measured_on_redis_clock(cache: QueryCache, redis: Redis, settings: Settings) -> None:
+    layout = ck.CacheLayout(settings.cache_prefix)
+    source = Source(values={"X": "v"})
+    first = await cache.fetch(key("X"), batch(source, "X"))
+    (entry,) = await redis.keys(layout.entry_prefix + "*")
+    seconds, micros = await redis.time()
+    stamp = seconds * 1000 + micros // 1000 - 3_000
+    await redis.set(entry, f"{stamp}\n".encode() + first.body, keepttl=True)
+    hit = await cache.fetch(key("X"), batch(source, "X"))
+    assert hit.status == "hit" and hit.age_seconds is not None and 3 <= hit.age_seconds < 4
+
+
 async def test_entries_indexes_and_sequences_expire(
     cache: QueryCache, evictor: Evictor, redis: Redis, settings: Settings
 ) -> None:
