@@ -18,6 +18,7 @@ or 4403 (wrong); without a live-update hub the handshake itself is refused.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from app.context import CORRELATION_HEADER, RequestContext, correlation_id, new_
 from app.errors import BAD_USER_INPUT, INTERNAL, LIMIT_EXCEEDED, UNAUTHENTICATED, error_body
 from app.events import EventHub
 from app.limits import ApiLimits
-from app.metrics import GRAPHQL_ERRORS, REQUEST_SECONDS, REQUESTS
+from app.metrics import GRAPHQL_ERRORS, record_request
 from app.subscriptions import LiveContext, Rejection, authenticate_connection
 from ras import cache_keys as ck
 from ras.breaker import CircuitBreaker
@@ -120,10 +121,14 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             response = await self._respond(request, correlation)
         except _BodyTooLarge:
             response = _too_large(self.limits.max_request_bytes, correlation)
+        if isinstance(response, bytes):
+            await _send_json(send, response, correlation)
+            return
         response.headers[CORRELATION_HEADER] = correlation
         await response(scope, receive, send)
 
-    async def _respond(self, request: Request, correlation: str) -> Response:
+    async def _respond(self, request: Request, correlation: str) -> Response | bytes:
+        """The response, or the body of a 200 JSON answer that holds a cacheable result (sent without a Response)."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             return _too_large(self.limits.max_request_bytes, correlation)
@@ -134,21 +139,24 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         caller = authenticate(request.headers, self.settings)
         if isinstance(caller, AuthError):
             return JSONResponse(error_body(caller.hint, UNAUTHENTICATED, correlation), status_code=401)
-        operation = await _operation(request)
+        keyed = await self._keyed(request, caller.user_id)
         started = time.perf_counter()
-        key = None
-        if self._cache is not None and operation is not None:
-            key = graphql_cache_key(
-                operation.query, operation.name, operation.variables, caller.user_id, self._cache_version
-            )
-        if key is None or self._cache is None:
-            response = await self._execute(request, caller, correlation)
+        if keyed.key is None or self._cache is None:
+            response: Response | bytes = await self._execute(request, caller, correlation)
         else:
-            response = await self._cached(self._cache, key, request, caller, correlation)
-        name = (operation.name if operation else None) or "anonymous"
-        REQUESTS.labels("graphql", name, str(response.status_code)).inc()
-        REQUEST_SECONDS.labels("graphql", name).observe(time.perf_counter() - started)
+            response = await self._cached(self._cache, keyed.key, request, caller, correlation)
+        status_code = 200 if isinstance(response, bytes) else response.status_code
+        record_request("graphql", keyed.operation, status_code, time.perf_counter() - started)
         return response
+
+    async def _keyed(self, request: Request, user_id: str | None) -> _Keyed:
+        if request.method == "POST" and _content_type(request) == "application/json":
+            body = await request.body()
+            if self._cache is not None and len(body) <= _KEYED_MAX_BYTES:
+                return _keyed_post(body, user_id, self._cache_version)
+            return _keyed(_posted(body), user_id, self._cache_version if self._cache is not None else None)
+        operation = _got(request) if request.method == "GET" else None
+        return _keyed(operation, user_id, self._cache_version if self._cache is not None else None)
 
     async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
         context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
@@ -166,7 +174,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
     async def _cached(
         self, cache: QueryCache, key: str, request: Request, caller: Caller, correlation: str
-    ) -> Response:
+    ) -> Response | bytes:
         own: Response | None = None
 
         async def execute() -> Executed:
@@ -185,7 +193,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
         served = await cache.fetch(key, execute)
         if served.body:
-            return Response(_spliced(served.body, served), media_type="application/json")
+            return _spliced(served.body, served)
         assert own is not None, "only an execution here yields a body that may not be stored"
         if own.status_code != 200:
             return own
@@ -256,24 +264,56 @@ class _Operation:
     variables: dict[str, Any] | None
 
 
-async def _operation(request: Request) -> _Operation | None:
-    """The single operation a request carries, read the way Strawberry will read it; None when that is not plain
-    (batched requests, multipart, malformed input): such requests skip the cache and get Strawberry's own errors."""
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A request's cache key (None: not cacheable, or no cache) and its operation name as the metrics label it."""
+
+    key: str | None
+    operation: str
+
+
+# Gateways send the same few bodies over and over; parsing one and computing its key was a third of a cache hit's
+# own time (bench R1). Bounded like `app.cache._normalized`: at most 256 bodies of at most 20,000 bytes.
+_KEYED_MAX_BYTES = 20_000
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed_post(body: bytes, user_id: str | None, version: str) -> _Keyed:
+    return _keyed(_posted(body), user_id, version)
+
+
+def _keyed(operation: _Operation | None, user_id: str | None, version: str | None) -> _Keyed:
+    name = (operation.name if operation else None) or "anonymous"
+    if operation is None or version is None:
+        return _Keyed(None, name)
+    return _Keyed(graphql_cache_key(operation.query, operation.name, operation.variables, user_id, version), name)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip()
+
+
+def _posted(body: bytes) -> _Operation | None:
+    """The single operation a POSTed JSON body carries, read the way Strawberry will read it; None when that is not
+    plain (batched requests, malformed input): such requests skip the cache and get Strawberry's own errors."""
     try:
-        if request.method == "GET":
-            params = request.query_params
-            raw_variables = params.get("variables")
-            data: Any = {
-                "query": params.get("query"),
-                "operationName": params.get("operationName"),
-                "variables": orjson.loads(raw_variables) if raw_variables else None,
-            }
-        elif request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
-            data = orjson.loads(await request.body())
-        else:
-            return None
+        return _single(orjson.loads(body))
     except orjson.JSONDecodeError:
         return None
+
+
+def _got(request: Request) -> _Operation | None:
+    """The single operation of a GET's query parameters, as `_posted`."""
+    params = request.query_params
+    raw_variables = params.get("variables")
+    try:
+        variables = orjson.loads(raw_variables) if raw_variables else None
+    except orjson.JSONDecodeError:
+        return None
+    return _single({"query": params.get("query"), "operationName": params.get("operationName"), "variables": variables})
+
+
+def _single(data: object) -> _Operation | None:
     if not isinstance(data, dict):
         return None
     query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
@@ -286,6 +326,17 @@ def _spliced(data_only: bytes, served: Served) -> bytes:
     """A cacheable body (exactly `{"data":…}`, as `_cached` builds it) with `extensions.cache` appended to its bytes:
     hits are answered without parsing or re-encoding the stored document."""
     return data_only[:-1] + b',"extensions":{"cache":' + orjson.dumps(cache_extension(served)) + b"}}"
+
+
+async def _send_json(send: Send, body: bytes, correlation: str) -> None:
+    """A 200 JSON answer with the headers Starlette's `Response` would send, without building one (cache hits)."""
+    headers = [
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+        (b"x-correlation-id", correlation.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _http_error(message: str, status_code: int, correlation: str) -> Response:
