@@ -152,14 +152,33 @@ async def write_rows(conn: AsyncConnection, projection: Projection) -> Applied:
     rows = projection.rows
     await writes.lock_batches(conn, _batch_ids(rows))
     initial = {**BatchState().as_row(), "phase_stats": {}}
-    changed = await writes.upsert_registrations(conn, rows.registrations, initial)
-    changed |= await writes.insert_batch_facts(conn, rows.batch_facts)
-    changed |= await writes.upsert_essay_slots(conn, rows.essay_slots)
-    changed |= await writes.link_essays(conn, rows.essay_links)
-    changed |= await writes.upsert_phase_results(conn, rows.phase_results)
-    user_ids = await _rederive(conn, changed) if changed else set()
+    refold = await writes.upsert_registrations(conn, rows.registrations, initial)
+    refold |= await writes.insert_batch_facts(conn, rows.batch_facts)
+    activity = _merge(
+        await writes.upsert_essay_slots(conn, rows.essay_slots),
+        await writes.link_essays(conn, rows.essay_links),
+        await writes.upsert_phase_results(conn, rows.phase_results),
+    )
+    # A replaced result may have started later than the one it replaces, so the batch's earliest activity cannot
+    # be advanced from what was written: it is folded again from all its rows, like a batch with new facts.
+    refold |= {b for b, (_, _, replaced) in activity.items() if replaced}
+    user_ids = await _rederive(conn, refold) if refold else set()
+    user_ids |= await writes.advance_activity(conn, {b: a for b, a in activity.items() if b not in refold})
     await writes.quarantine(conn, projection.poison)
-    return replace(projection.counts, batch_ids=changed, user_ids=user_ids)
+    return replace(projection.counts, batch_ids=refold | activity.keys(), user_ids=user_ids)
+
+
+def _merge(*parts: writes.Activity) -> writes.Activity:
+    merged: writes.Activity = {}
+    for part in parts:
+        for batch_id, (first, last, replaced) in part.items():
+            if batch_id in merged:
+                was_first, was_last, was_replaced = merged[batch_id]
+                first = min((t for t in (first, was_first) if t is not None), default=None)
+                last = max((t for t in (last, was_last) if t is not None), default=None)
+                replaced |= was_replaced
+            merged[batch_id] = (first, last, replaced)
+    return merged
 
 
 async def apply_projection(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
@@ -40,10 +41,13 @@ def _non_finite_as_text(table: Table, rows: Sequence[Row]) -> Sequence[Row]:
     columns = _FLOAT_COLUMNS[table.name]
     if not columns:
         return rows
-    out = []
-    for row in rows:
-        odd = {c: str(row[c]) for c in columns if isinstance(row.get(c), float) and not math.isfinite(row[c])}
-        out.append({**row, **odd} if odd else row)
+    out = list(rows)
+    for i, row in enumerate(out):
+        for c in columns:
+            value = row.get(c)
+            # Checked per value on every row written, so the common case (finite or absent) is kept cheap.
+            if value.__class__ is float and not math.isfinite(value):
+                out[i] = row = {**row, c: str(value)}
     return out
 
 
@@ -84,6 +88,38 @@ async def _upsert(
         sql = f"WITH changed AS ({sql} RETURNING {returning}) SELECT DISTINCT {returning} FROM changed"
     result = await conn.execute(text(sql), {"rows": _rows_param(rows)})
     return set(result.scalars()) if returning is not None else set()
+
+
+# Per batch: the earliest and latest essay activity a statement wrote (either may be None), and whether it replaced
+# an earlier phase result (then the batch's earliest activity may have moved later: see consumer.apply).
+Activity = dict[str, tuple[datetime | None, datetime | None, bool]]
+
+
+async def _upsert_activity(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[Row],
+    columns: Sequence[str],
+    conflict: str,
+    first_at: str,
+    last_at: str,
+    where: str = "TRUE",
+) -> Activity:
+    """Like `_upsert`, but reports the activity (SQL expressions over the written row) it wrote, per batch."""
+    if not rows:
+        return {}
+    rows = _non_finite_as_text(table, rows)
+    names = ", ".join(map(_q, columns))
+    # xmax is set only on a row ON CONFLICT updated (it holds the row lock), never on one it inserted.
+    sql = (
+        f"WITH changed AS (INSERT INTO {table.name} ({names}) SELECT {names} FROM {_from_rows(table)} AS r"
+        f" WHERE {where} {conflict} RETURNING batch_id, {first_at} AS first_at, {last_at} AS last_at,"
+        f" xmax <> 0 AS replaced)"
+        " SELECT batch_id, min(first_at) AS first_at, max(last_at) AS last_at, bool_or(replaced) AS replaced"
+        " FROM changed WHERE batch_id IS NOT NULL GROUP BY batch_id"
+    )
+    result = await conn.execute(text(sql), {"rows": _rows_param(rows)})
+    return {r.batch_id: (r.first_at, r.last_at, r.replaced) for r in result}
 
 
 def newest_per_key(rows: Iterable[Row], key: Sequence[str], order: Sequence[str]) -> list[Row]:
@@ -151,18 +187,24 @@ async def insert_batch_facts(conn: AsyncConnection, rows: Sequence[Row]) -> set[
     return await _upsert(conn, TABLES["batch_facts"], reduced, columns, conflict, "batch_id")
 
 
-async def upsert_essay_slots(conn: AsyncConnection, rows: Sequence[Row]) -> set[str]:
+async def upsert_essay_slots(conn: AsyncConnection, rows: Sequence[Row]) -> Activity:
+    """Insert or replace slot facts (newest wins); a replacement only moves `slot_fact_at` later."""
     rows = newest_per_key(rows, ["essay_id"], ["slot_fact_at", "slot_digest"])
     updates = _assignments(rows[0] if rows else [], ["essay_id"])
     conflict = (
         f"ON CONFLICT (essay_id) DO UPDATE SET {updates} WHERE essays.slot_fact_at IS NULL "
         "OR (essays.slot_fact_at, essays.slot_digest) < (EXCLUDED.slot_fact_at, EXCLUDED.slot_digest)"
     )
-    return await _upsert(conn, TABLES["essays"], rows, list(rows[0]) if rows else [], conflict, "batch_id")
+    columns = list(rows[0]) if rows else []
+    activity = await _upsert_activity(
+        conn, TABLES["essays"], rows, columns, conflict, "NULL::timestamptz", "slot_fact_at"
+    )
+    return {b: (first, last, False) for b, (first, last, _) in activity.items()}
 
 
-async def link_essays(conn: AsyncConnection, rows: Sequence[Row]) -> set[str]:
-    """Create the essay row a result names, if no slot event has yet; fill in a missing batch id."""
+async def link_essays(conn: AsyncConnection, rows: Sequence[Row]) -> Activity:
+    """Create the essay row a result names, if no slot event has yet; fill in a missing batch id (the essay's slot
+    time, if it has one, then joins its batch's activity)."""
     rows = newest_per_key(rows, ["essay_id"], ["batch_id"])
     conflict = (
         "ON CONFLICT (essay_id) DO UPDATE SET batch_id = EXCLUDED.batch_id "
@@ -171,20 +213,27 @@ async def link_essays(conn: AsyncConnection, rows: Sequence[Row]) -> set[str]:
     # Most results name an essay that already has its batch: skip those before the upsert, which would lock each
     # (a WAL record per row) only to change nothing.
     known = "NOT EXISTS (SELECT 1 FROM essays AS e WHERE e.essay_id = r.essay_id AND e.batch_id IS NOT NULL)"
-    return await _upsert(conn, TABLES["essays"], rows, ["essay_id", "batch_id"], conflict, "batch_id", known)
+    activity = await _upsert_activity(
+        conn, TABLES["essays"], rows, ["essay_id", "batch_id"], conflict, "NULL::timestamptz", "slot_fact_at", known
+    )
+    return {b: (first, last, False) for b, (first, last, _) in activity.items()}
 
 
 PHASE_RESULT_COLUMNS = [c.name for c in TABLES["phase_results"].columns]
 
 
-async def upsert_phase_results(conn: AsyncConnection, rows: Sequence[Row]) -> set[str]:
+async def upsert_phase_results(conn: AsyncConnection, rows: Sequence[Row]) -> Activity:
+    """Insert or replace results (newest wins). Activity: a result's start (else its time) and its time."""
     newest = newest_per_key(rows, ["essay_id", "phase"], ["fact_at", "digest"])
     updates = _assignments(PHASE_RESULT_COLUMNS, ["essay_id", "phase"])
     conflict = (
         f"ON CONFLICT (essay_id, phase) DO UPDATE SET {updates} "
         "WHERE (phase_results.fact_at, phase_results.digest) < (EXCLUDED.fact_at, EXCLUDED.digest)"
     )
-    return await _upsert(conn, TABLES["phase_results"], newest, PHASE_RESULT_COLUMNS, conflict, "batch_id")
+    table = TABLES["phase_results"]
+    return await _upsert_activity(
+        conn, table, newest, PHASE_RESULT_COLUMNS, conflict, "coalesce(started_at, fact_at)", "fact_at"
+    )
 
 
 async def load_derivation_inputs(
@@ -254,6 +303,31 @@ async def update_derived(conn: AsyncConnection, rows: Sequence[Row]) -> None:
         f" WHERE batches.batch_id = d.batch_id AND ({current}) IS DISTINCT FROM ({derived})"
     )
     await conn.execute(text(sql), {"rows": _rows_param(rows)})
+
+
+async def advance_activity(conn: AsyncConnection, activity: Activity) -> set[str]:
+    """Fold new essay activity into the derived times of existing batches; returns their owners' user ids.
+
+    Only for activity that can move `processing_started_at` earlier and `last_updated` later, never the other way
+    (rows added, times moved later): then the running minimum and maximum equal a fold over all the batch's rows.
+    """
+    if not activity:
+        return set()
+    rows = [
+        {"batch_id": b, "processing_started_at": first, "last_updated": last}
+        for b, (first, last, _) in activity.items()
+    ]
+    started = "LEAST(batches.processing_started_at, d.processing_started_at)"
+    updated = "GREATEST(batches.last_updated, d.last_updated)"
+    sql = (
+        f"WITH d AS (SELECT batch_id, processing_started_at, last_updated FROM {_from_rows(TABLES['batches'])}),"
+        f" advanced AS (UPDATE batches SET processing_started_at = {started}, last_updated = {updated} FROM d"
+        " WHERE batches.batch_id = d.batch_id"
+        f" AND (batches.processing_started_at, batches.last_updated) IS DISTINCT FROM ({started}, {updated}))"
+        " SELECT DISTINCT user_id FROM batches JOIN d USING (batch_id)"
+    )
+    result = await conn.execute(text(sql), {"rows": _rows_param(rows)})
+    return set(result.scalars())
 
 
 async def store_positions(conn: AsyncConnection, rows: Sequence[Row]) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import topics as t
 from consumer.apply import project
-from tests.consumer.helpers import apply, as_records, dump
+from tests.consumer.helpers import apply, as_records, dump, truncate
 from tests.scenario import Message, fixture_messages
 
 BATCH = "7b1f0c52-3d7e-4a51-9a57-5a0f3c1e2b01"
@@ -210,3 +210,28 @@ def test_quarantine_log_line_names_the_record_and_the_producers_correlation_id(
     line = capsys.readouterr().out
     assert "record quarantined" in line and "correlation_id=73efe59d-a9ea-5325-9c4b-072ef06c94dd" in line
     assert "topic=huleedu.essay.spellcheck.results.v1" in line and "offset=0" in line
+
+
+def _retried(value: bytes, later: timedelta) -> bytes:
+    """The same result computed again later: every stamp of its payload moves by `later` (a new digest)."""
+    envelope = json.loads(value)
+    data, meta = envelope["data"], envelope["data"]["system_metadata"]
+    for holder, name in ((data, "timestamp"), (meta, "timestamp"), (meta, "started_at"), (meta, "completed_at")):
+        holder[name] = (datetime.fromisoformat(holder[name]) + later).isoformat()
+    return json.dumps(envelope).encode()
+
+
+async def test_replaced_results_refold_their_batch_whatever_came_before(engine: AsyncEngine) -> None:
+    messages = fixtures("gen2")
+    results = [m for m in messages if m[0] == t.SPELLCHECK_RESULTS]
+    retries = [(topic, key, _retried(value, timedelta(days=1))) for topic, key, value in results]
+    await apply(engine, as_records([m for m in messages if m not in results] + retries))
+    expected = await dump(engine)
+
+    await truncate(engine)
+    await apply(engine, as_records(messages))
+    superseded = await dump(engine)
+    # The replaced results held the batch's earliest activity, so the fold over the final rows starts later.
+    assert superseded["batches"][0]["processing_started_at"] < expected["batches"][0]["processing_started_at"]
+    await apply(engine, as_records(retries))
+    assert await dump(engine) == expected
