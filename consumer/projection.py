@@ -134,10 +134,13 @@ def _pipeline_completed(event: Event, data: c.BatchPipelineCompletedGen2) -> Row
     return Rows(batch_facts=[_batch_fact(event, data.batch_id, "pipeline_completed", at, body)])
 
 
-def _result(event: Event, essay_id: str, batch_id: str, phase: str, at: datetime, **columns: Any) -> Rows:
+def _result(rows: Rows, event: Event, essay_id: str, batch_id: str, phase: str, at: datetime, **columns: Any) -> Rows:
+    """Add one essay's phase result (and the link of its essay to the batch) to `rows`; returns `rows`."""
     row: Row = {"essay_id": essay_id, "phase": phase, "batch_id": batch_id, "fact_at": at, "digest": event.digest}
     row.update(columns)
-    return Rows(essay_links=[{"essay_id": essay_id, "batch_id": batch_id}], phase_results=[row])
+    rows.essay_links.append({"essay_id": essay_id, "batch_id": batch_id})
+    rows.phase_results.append(row)
+    return rows
 
 
 def _spellcheck_gen1(event: Event, data: c.SpellcheckResultDataGen1) -> Rows:
@@ -147,6 +150,7 @@ def _spellcheck_gen1(event: Event, data: c.SpellcheckResultDataGen1) -> Rows:
     at = _fact_at(event, data.timestamp, meta.completed_at)
     corrected = data.storage_metadata.first_id("corrected_text") if data.storage_metadata else None
     return _result(
+        Rows(),
         event,
         meta.entity_id,
         meta.parent_id,
@@ -169,6 +173,7 @@ def _spellcheck_gen2(event: Event, data: c.SpellcheckResultGen2) -> Rows:
     metrics = data.correction_metrics
     at = _fact_at(event, data.timestamp, meta.completed_at)
     return _result(
+        Rows(),
         event,
         data.entity_id,
         data.batch_id,
@@ -200,20 +205,19 @@ def _cj_gen1(event: Event, data: c.CJAssessmentCompletedGen1) -> Rows:
     for item in data.rankings:
         if item.els_essay_id is None:
             continue
-        rows.extend(
-            _result(
-                event,
-                item.els_essay_id,
-                batch_id,
-                CJ_ASSESSMENT,
-                at,
-                status="completed",
-                source_status=data.status,
-                completed_at=data.system_metadata.completed_at,
-                rank=item.rank,
-                score=item.score,
-                details={"cj_assessment_job_id": data.cj_assessment_job_id},
-            )
+        _result(
+            rows,
+            event,
+            item.els_essay_id,
+            batch_id,
+            CJ_ASSESSMENT,
+            at,
+            status="completed",
+            source_status=data.status,
+            completed_at=data.system_metadata.completed_at,
+            rank=item.rank,
+            score=item.score,
+            details={"cj_assessment_job_id": data.cj_assessment_job_id},
         )
     return rows
 
@@ -234,25 +238,24 @@ def _assessment_gen2(event: Event, data: c.AssessmentResultGen2) -> Rows:
             "feedback_uri": result.feedback_uri,
             "metrics_uri": result.metrics_uri,
         }
-        rows.extend(
-            _result(
-                event,
-                result.essay_id,
-                data.batch_id,
-                CJ_ASSESSMENT,
-                at,
-                status="completed",
-                source_status="completed",
-                completed_at=data.assessed_at,
-                rank=result.rank,
-                score=result.bt_score,
-                normalized_score=result.normalized_score,
-                letter_grade=result.letter_grade,
-                confidence_score=result.confidence_score,
-                confidence_label=result.confidence_label,
-                comparison_count=comparison_count,
-                details=details,
-            )
+        _result(
+            rows,
+            event,
+            result.essay_id,
+            data.batch_id,
+            CJ_ASSESSMENT,
+            at,
+            status="completed",
+            source_status="completed",
+            completed_at=data.assessed_at,
+            rank=result.rank,
+            score=result.bt_score,
+            normalized_score=result.normalized_score,
+            letter_grade=result.letter_grade,
+            confidence_score=result.confidence_score,
+            confidence_label=result.confidence_label,
+            comparison_count=comparison_count,
+            details=details,
         )
     return rows
 
