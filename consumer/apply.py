@@ -39,15 +39,21 @@ class Applied:
     positions: list[tuple[str, int, int]] = field(default_factory=list)
 
 
+def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """The offset after the last of `records` in each partition they came from."""
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        if r.offset >= offsets.get(tp, 0):
+            offsets[tp] = r.offset + 1
+    return offsets
+
+
 def _positions(
-    records: Sequence[Record],
+    next_offsets: dict[tuple[str, int], int],
     event_times: dict[tuple[str, int], datetime],
     high_watermarks: dict[tuple[str, int], int],
 ) -> list[dict[str, Any]]:
-    next_offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
     return [
         {
             "topic": t,
@@ -107,6 +113,8 @@ class Projection:
     """Records read and turned into rows, before any database work (see `project`)."""
 
     records: Sequence[Record]
+    # Per partition, the offset after its last record: the position the transaction stores.
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     rows: Rows = field(default_factory=Rows)
     poison: list[dict[str, Any]] = field(default_factory=list)
     counts: Applied = field(default_factory=Applied)
@@ -115,7 +123,7 @@ class Projection:
 
 def project(records: Sequence[Record], max_bytes: int) -> Projection:
     """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside for quarantine."""
-    out = Projection(records)
+    out = Projection(records, next_offsets(records))
     for record in records:
         event = None
         try:
@@ -189,7 +197,9 @@ async def apply_projection(
     `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
     """
     result = await write_rows(conn, projection)
-    result.positions = await _store_positions(conn, projection.records, projection.event_times, high_watermarks or {})
+    result.positions = await _store_positions(
+        conn, projection.next_offsets, projection.event_times, high_watermarks or {}
+    )
     return result
 
 
@@ -208,16 +218,16 @@ async def quarantine_records(
 ) -> Applied:
     """Quarantine `records` outright (the database refused them) and move past them."""
     await writes.quarantine(conn, [_quarantine_row(r, reason) for r in records])
-    positions = await _store_positions(conn, records, {}, high_watermarks)
+    positions = await _store_positions(conn, next_offsets(records), {}, high_watermarks)
     return Applied(quarantined=Counter(r.topic for r in records), positions=positions)
 
 
 async def _store_positions(
     conn: AsyncConnection,
-    records: Sequence[Record],
+    offsets: dict[tuple[str, int], int],
     event_times: dict[tuple[str, int], datetime],
     high_watermarks: dict[tuple[str, int], int],
 ) -> list[tuple[str, int, int]]:
-    positions = _positions(records, event_times, high_watermarks)
+    positions = _positions(offsets, event_times, high_watermarks)
     await writes.store_positions(conn, positions)
     return [(p["topic"], p["partition"], p["next_offset"]) for p in positions]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,7 +52,7 @@ class ProjectionConsumer:
         self._topics = list(topics)
         self._in_flight = asyncio.Lock()
         self._stop = asyncio.Event()
-        self._held: list[Record] = []
+        self._held: list[ConsumerRecord] = []
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=settings.kafka_group_id,
@@ -103,15 +103,14 @@ class ProjectionConsumer:
         next batch is only fetched from what the client already holds (no wait) and is applied strictly after the
         current one, so each partition's records still commit in order, positions with the rows they cover.
         """
-        max_bytes = self._settings.max_message_bytes
         pending: Projection | None = None
         while not self._stop.is_set():
             wait_ms = 0 if pending is not None else self._settings.kafka_fetch_timeout_ms
-            records, self._held = self._held + await self._fetch(wait_ms), []
+            fetched, self._held = self._held + await self._fetch(wait_ms), []
             if pending is None:
-                pending = project(records, max_bytes) if records else None
+                pending = self._project(fetched) if fetched else None
                 continue
-            decoding = asyncio.ensure_future(asyncio.to_thread(project, records, max_bytes)) if records else None
+            decoding = asyncio.ensure_future(asyncio.to_thread(self._project, fetched)) if fetched else None
             try:
                 await self._apply(pending)
             finally:
@@ -119,27 +118,27 @@ class ProjectionConsumer:
                 pending = await decoding if decoding is not None else None
             pending = self._owned(pending) if pending is not None else None
 
+    def _project(self, fetched: Sequence[ConsumerRecord]) -> Projection:
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
+        return project(records, self._settings.max_message_bytes)
+
     def _owned(self, projection: Projection) -> Projection | None:
         """`projection` without records of partitions revoked while it waited: their new owner reads them again
         from the stored positions, which the revocation let the transaction in hand advance first."""
         assigned = {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
-        records = projection.records
-        if all((r.topic, r.partition) in assigned for r in records):
+        if projection.next_offsets.keys() <= assigned:
             return projection
-        kept = [r for r in records if (r.topic, r.partition) in assigned]
+        kept = [r for r in projection.records if (r.topic, r.partition) in assigned]
         return project(kept, self._settings.max_message_bytes) if kept else None
 
-    async def _fetch(self, timeout_ms: int) -> list[Record]:
+    async def _fetch(self, timeout_ms: int) -> list[ConsumerRecord]:
+        """Records as the client returns them; they become `Record`s in `_project`, off the event loop's thread."""
         batches = await self._kafka.getmany(timeout_ms=timeout_ms, max_records=self._settings.kafka_max_batch_records)
-        return [
-            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-            for messages in batches.values()
-            for m in messages
-        ]
+        return [m for messages in batches.values() for m in messages]
 
-    def _high_watermarks(self, records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    def _high_watermarks(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         marks = {}
-        for tp in {(r.topic, r.partition) for r in records}:
+        for tp in partitions:
             mark = self._kafka.highwater(TopicPartition(*tp))
             if mark is not None:
                 marks[tp] = mark
@@ -151,7 +150,7 @@ class ProjectionConsumer:
         results = await self._apply_isolating(projection)
         metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         metrics.TRANSACTION_RECORDS.observe(len(records))
-        await self._commit_to_kafka(records)
+        await self._commit_to_kafka(projection.next_offsets)
         for applied in results:
             self._count(applied)
             if self._on_applied is not None:  # every commit: it moved positions even if it changed no row
@@ -159,9 +158,9 @@ class ProjectionConsumer:
 
     async def _apply_isolating(self, projection: Projection) -> list[Applied]:
         records = projection.records
-        marks = self._high_watermarks(records)
+        marks = self._high_watermarks(projection.next_offsets)
         for (topic, partition), mark in marks.items():
-            consumed = max(r.offset for r in records if r.topic == topic and r.partition == partition) + 1
+            consumed = projection.next_offsets[(topic, partition)]
             metrics.LAG.labels(topic, str(partition)).set(max(0, mark - consumed))
 
         async def write() -> Applied:
@@ -237,14 +236,11 @@ class ProjectionConsumer:
         metrics.PAUSED.set(0)
         log.info("database reachable again, partitions resumed")
 
-    async def _commit_to_kafka(self, records: Sequence[Record]) -> None:
+    async def _commit_to_kafka(self, next_offsets: dict[tuple[str, int], int]) -> None:
         # Only a convenience for tools that read group offsets; the database holds the positions that count.
         assigned = self._kafka.assignment()
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp in assigned:
-                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        offsets = {TopicPartition(*tp): offset for tp, offset in next_offsets.items()}
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if not offsets:
             return
         try:
