@@ -25,6 +25,15 @@ What the fast path does, only where it is certainly equivalent:
   `__typename` is the parent type's name. A plain field's value is obtained that way; when it is a str, int,
   float, bool, datetime, dict or list and the field is a scalar or enum, it is coerced with the type's own
   `coerce_output_value`, exactly what graphql-core calls.
+* **Objects of plain fields are completed inline.** When a plain field's type is a concrete object type, or a
+  list of one, and its value is an object (or a list or tuple of objects) that is neither awaitable nor an
+  exception, its selection set is executed directly (`complete_object_value` / `complete_iterable_value` without
+  a resolve info per object), with the same paths and error handling per field and per item. A type with an
+  `is_type_of` takes this path only when the function is marked `ignores_info` (it is then called with None);
+  interfaces, unions, nested lists, null items and `@stream` stay with graphql-core.
+* **Resolvers of the parent and `info` are called directly.** A synchronous resolver without arguments whose
+  parameters are the parent and `info` gets a resolve info built as `execute_field` builds it, wrapped in
+  Strawberry's `Info` as Strawberry wraps it, and its value is completed as `execute_field` completes it.
 * **Everything else is graphql-core's.** A value that is null for a non-null field, an exception, an awaitable,
   another kind of object, or a failed coercion, and every object-typed plain field, is completed by graphql-core's
   `complete_value` with a proper resolve info and path, exactly as `execute_field` does after calling a resolver
@@ -56,6 +65,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLSchema,
     GraphQLString,
     TypeNameMetaFieldDef,
@@ -82,6 +92,7 @@ _SYNC_RESOLVER = "_resolver"
 _PLAIN_VALUES = frozenset({str, int, float, bool, datetime, date, dict, list})
 
 Getter = Callable[[Any], Any]
+InfoResolver = Callable[[Any, "GraphQLResolveInfo[Any]"], Any]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -128,6 +139,8 @@ class Step:
     typename: bool = False
     # An object-typed plain field whose objects can be completed inline (see `objects`), or None.
     objects: Objects | None = None
+    # A synchronous resolver of the parent and `info` only: called with a resolve info built here.
+    call: InfoResolver | None = None
 
     @property
     def row(self) -> Row:
@@ -172,9 +185,13 @@ def _step(
         return standard
     if field_def is TypeNameMetaFieldDef:
         return Step(name, details, typename=True)
-    get = None if handlers else _plain_getter(field_def)
-    if get is None:
+    if handlers:
         return standard
+    get = _plain_getter(field_def)
+    if get is None:
+        call = _info_resolver(schema, field_def)
+        non_null = isinstance(field_def.type, GraphQLNonNull)
+        return standard if call is None else Step(name, details, field_def, non_null=non_null, call=call)
     return_type: GraphQLOutputType = field_def.type
     non_null = isinstance(return_type, GraphQLNonNull)
     nullable = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
@@ -271,6 +288,29 @@ def _plain_getter(field_def: GraphQLField) -> Getter | None:
     return lambda source: function(**{keyword: source})
 
 
+def _info_resolver(schema: GraphQLSchema, field_def: GraphQLField) -> InfoResolver | None:
+    """How Strawberry calls a synchronous resolver whose parameters are the parent and `info`, when it does nothing
+    more; else None. Strawberry wraps graphql-core's resolve info in its `Info` and calls the resolver with the
+    parent and that `Info` as keyword arguments (`get_arguments`; the `info` key is how it finds it again)."""
+    field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    if not isinstance(field, StrawberryField) or field.extensions or strawberry_schema is None:
+        return None
+    resolver = field.base_resolver
+    if resolver is None or getattr(field_def.resolve, "__name__", None) != _SYNC_RESOLVER:
+        return None
+    if field.is_async or resolver.is_async or field.arguments or resolver.self_parameter is not None:
+        return None
+    parent = resolver.root_parameter or resolver.parent_parameter
+    info = resolver.info_parameter
+    if parent is None or info is None or info.name != "info" or len(resolver.signature.parameters) != 2:
+        return None
+    if not callable(resolver.wrapped_func):
+        return None
+    function, keyword, info_class = resolver.wrapped_func, parent.name, strawberry_schema.config.info_class
+    return lambda source, raw: function(**{keyword: source, "info": info_class(_raw_info=raw, _field=field)})
+
+
 def effective_middleware(manager: MiddlewareManager | None, schema: GraphQLSchema) -> MiddlewareManager | None:
     """`manager` without Strawberry's directive middleware when that can never act (see the module docstring)."""
     if manager is None or not manager.middlewares:
@@ -365,6 +405,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 elif typename:
                     results[name] = parent_type.name
                     continue
+                elif step.call is not None:
+                    result = self._call_resolver(step, step.call, parent_type, path, source_value)
                 else:
                     result = self.execute_field(
                         parent_type, source_value, step.field_details, Path(path, name, parent_type.name), None
@@ -383,13 +425,39 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return results
         return _gathered(results, awaitable_fields)
 
-    def _complete_resolved(self, step: Step, parent_type: GraphQLObjectType, path: Path | None, result: Any) -> Any:
-        """graphql-core's `execute_field` from the point where the resolver has returned `result`."""
+    def _call_resolver(
+        self, step: Step, call: InfoResolver, parent_type: GraphQLObjectType, path: Path | None, source: Any
+    ) -> Any:
+        """graphql-core's `execute_field` for a field without arguments, calling the resolver as Strawberry would."""
         assert step.field_def is not None
         field_path = Path(path, step.response_name, parent_type.name)
+        info = self.build_resolve_info(step.field_def, [d.node for d in step.field_details], parent_type, field_path)
+        try:
+            result = call(source, info)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, step.field_def.type, step.field_details, field_path)
+            return None
+        if result is None and not step.non_null:
+            return None
+        return self._complete_resolved(step, parent_type, path, result, info)
+
+    def _complete_resolved(
+        self,
+        step: Step,
+        parent_type: GraphQLObjectType,
+        path: Path | None,
+        result: Any,
+        info: GraphQLResolveInfo[Any] | None = None,
+    ) -> Any:
+        """graphql-core's `execute_field` from the point where the resolver has returned `result`."""
+        assert step.field_def is not None
         return_type = step.field_def.type
         details = step.field_details
-        info = self.build_resolve_info(step.field_def, [d.node for d in details], parent_type, field_path)
+        if info is None:
+            field_path = Path(path, step.response_name, parent_type.name)
+            info = self.build_resolve_info(step.field_def, [d.node for d in details], parent_type, field_path)
+        else:
+            field_path = info.path
         try:
             if self.is_awaitable(result):
                 return self.complete_awaitable_value(return_type, details, info, field_path, result, None)

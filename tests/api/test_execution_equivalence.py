@@ -336,6 +336,21 @@ class ItemType(Named):
     async def eventually(root: Row) -> int:
         return await _later(root.n)
 
+    # Resolvers of the parent and `info`, called by the fast path with an info it builds.
+    @strawberry.field
+    def with_info(root: Row, info: strawberry.Info) -> str | None:
+        if root.n % 5 == 2:
+            raise RuntimeError(f"info exploded {root.n}")
+        return None if root.n % 3 == 0 else f"{info.field_name} {info.path.key} {info.python_name} {root.n}"
+
+    @strawberry.field
+    def later_with_info(root: Row, info: strawberry.Info) -> int | None:
+        return None if root.n % 2 else _later(root.n)  # type: ignore[return-value]
+
+    @strawberry.field
+    def stage_with_info(root: Row, info: strawberry.Info) -> Stage | None:
+        return root.stage  # type: ignore[no-any-return]  # row 2's "gone" is no Stage
+
 
 @strawberry.type
 class Query:
@@ -354,7 +369,7 @@ class Query:
 
 ALL_ITEM_FIELDS = """
   __typename id name required count ratio flag stage at blob ident maybeAwaitable fragile fragileRequired
-  upper exploding promised eventually items { __typename i label required }
+  upper exploding promised eventually withInfo laterWithInfo stageWithInfo items { __typename i label required }
 """
 QUERIES = {
     # Rows 4 (null `required`) and 7 (`fragileRequired` raises) null the whole non-null list, so data is null:
@@ -377,6 +392,7 @@ QUERIES = {
     "non-null error nulls the item": "{ strictItems { id required name } }",
     "non-null error in a child list": "{ items(first: 4) { id items { i required label } } }",
     "abstract type": "{ named { __typename name ... on ItemType { id count } } }",
+    "resolvers with info": "{ items(first: 8) { id withInfo w: withInfo laterWithInfo stageWithInfo } }",
     "only typenames": "{ __typename items(first: 2) { __typename items { __typename } } }",
     # Objects completed inline (app/execution.py `Objects`), and the values that send them back to graphql-core.
     "objects": "{ items(first: 6) { id child { __typename i label } checked { __typename i label } } }",
@@ -472,6 +488,7 @@ async def test_plans_classify_fields() -> None:
     plain = ("id", "name", "count", "stage", "at", "blob", "fragile", "upper", "exploding", "promised", "items")
     assert {kinds[name] for name in plain} == {"plain"}
     assert kinds["eventually"] == "standard"  # an async resolver
+    assert plan_of(plan, "withInfo").call is not None
     assert execution.effective_middleware(None, schema._schema) is None
     assert plan_of(plan, "items").objects is not None  # a list of a concrete type without is_type_of
 
