@@ -10,6 +10,11 @@ recreated, a broker restarted without its storage): the partition is read again 
 position rewound, because every write is idempotent while skipping would lose whatever the new log holds. Before
 its start, retention deleted records that were never applied: that loss cannot be undone, so it is logged and the
 partition resumes at its first record. Both are warnings an operator must see (docs/runbook.md, "Broker data loss").
+
+"Beyond the end" is confirmed before anything is rewound: a broker's ListOffsets answer may fall short of the log's
+real end (Tansu, the embedded broker, answers the base offset of the last record batch plus one), and taking it at
+its word re-read whole partitions after every restart. A group-less client fetches at the reported end, and the
+high watermark of that fetch response is the end that counts.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ log = structlog.get_logger(__name__)
 Positions = dict[tuple[str, int], int]
 # Asking the broker for the partitions' bounds must not hold up an assignment for the client's 40 s request timeout.
 BOUNDS_TIMEOUT_SECONDS = 10.0
+# How long the probe's fetch at an empty partition waits for records before the broker answers.
+PROBE_WAIT_MS = 100
 
 
 class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -40,6 +47,7 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
+        bootstrap_servers: str,
         engine: AsyncEngine,
         in_flight: asyncio.Lock,
         start_from_end: bool,
@@ -47,6 +55,7 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
         on_assigned: Callable[[], None],
     ) -> None:
         self._consumer = consumer
+        self._bootstrap_servers = bootstrap_servers
         self._engine = engine
         self._in_flight = in_flight
         self._start_from_end = start_from_end
@@ -63,7 +72,9 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
                 return await load_positions(conn, [(tp.topic, tp.partition) for tp in assigned])
 
         stored = await self._retry("load stored positions", load)
-        bounds = await self._log_bounds([tp for tp in assigned if (tp.topic, tp.partition) in stored])
+        bounds = await self._log_bounds(
+            {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
+        )
         fresh = []
         rewound: dict[TopicPartition, tuple[int, int]] = {}
         for tp in assigned:
@@ -104,14 +115,18 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self._on_assigned()
 
-    async def _log_bounds(self, partitions: list[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+    async def _log_bounds(self, stored: dict[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
         """First and end offset of each partition; empty (nothing checked) when the broker cannot say."""
+        partitions = list(stored)
         if not partitions:
             return {}
         try:
             async with asyncio.timeout(BOUNDS_TIMEOUT_SECONDS):
                 first = await self._consumer.beginning_offsets(partitions)
                 end = await self._consumer.end_offsets(partitions)
+                short = {tp: end[tp] for tp in partitions if tp in end and stored[tp] > end[tp]}
+                if short:
+                    end.update(await fetched_ends(self._bootstrap_servers, short))
         except (KafkaError, TimeoutError) as exc:
             log.warning("could not read the partitions' bounds; resuming at the stored positions", error=str(exc)[:200])
             return {}
@@ -128,3 +143,35 @@ class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
             return {}
 
         await self._retry("rewind stored positions", write)
+
+
+async def fetched_ends(bootstrap_servers: str, reported: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Each partition's end as a fetch response states it (its high watermark), fetching at the `reported` end.
+
+    A record exists just before any end a broker reports, so a fetch there answers at once, with the high
+    watermark; at an empty partition's 0 the broker answers when `fetch_max_wait_ms` is up. A partition the fetch
+    does not answer for keeps its reported end.
+    """
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=PROBE_WAIT_MS,
+    )
+    await probe.start()
+    try:
+        probe.assign(list(reported))
+        for tp, end in reported.items():
+            probe.seek(tp, max(end - 1, 0))
+        ends = dict(reported)
+        deadline = asyncio.get_running_loop().time() + BOUNDS_TIMEOUT_SECONDS
+        while any(probe.highwater(tp) is None for tp in reported) and asyncio.get_running_loop().time() < deadline:
+            await probe.getmany(timeout_ms=PROBE_WAIT_MS * 2, max_records=len(reported))
+        for tp in reported:
+            mark = probe.highwater(tp)
+            if mark is not None:
+                ends[tp] = max(mark, reported[tp])
+        return ends
+    finally:
+        await probe.stop()

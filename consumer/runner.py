@@ -79,6 +79,7 @@ class ProjectionConsumer:
     async def run(self) -> None:
         listener = PositionListener(
             self._kafka,
+            self._settings.kafka_bootstrap_servers,
             self._engine,
             self._in_flight,
             start_from_end=self._settings.kafka_auto_offset_reset == "latest",
