@@ -23,10 +23,10 @@ epoch together; any script that finds either missing starts a fresh random epoch
 restart never store. Evictions the consumer could not deliver are made up for by an epoch change (consumer side).
 
 Lookups: the script above reads the epoch and G and GETs the entry under that epoch, atomically. Returning the body
-from Lua copies it twice inside Redis, so once a process knows the epoch it looks up with one MGET instead: the entry
-under the epoch it knows, the epoch, and G. MGET is one command, so as atomic as the script: when the epoch it
-returns is the one in the entry's key, the entry was read under the current epoch and (epoch, G) is a snapshot just
-like the script's. Otherwise (the epoch changed or is gone, or G is gone) the script runs and its answer is used.
+from Lua copies it twice inside Redis, so once a process knows the epoch it first tries one MGET of the entry under
+that epoch and the epoch itself. MGET is one command, as atomic as the script: when the epoch it returns is the one
+in the entry's key, the entry was read under the current epoch, exactly as the script would have read it. Anything
+else (no entry, another epoch or none) runs the script, whose answer is used: a miss takes its snapshot there.
 Ages are measured on Redis's clock, which the script reads (TIME); an MGET hit carries the script's latest reading
 forward on the local monotonic clock, and the script runs again at least every CLOCK_REFRESH_SECONDS.
 
@@ -259,12 +259,13 @@ class QueryCache:
         if not self._enabled:
             return await self._bypass(execute)
         try:
-            snapshot, hit = await self._lookup(key)
+            found = await self._lookup(key)
         except _Unavailable:
             return await self._bypass(execute)
-        if hit is not None:
+        if isinstance(found, _Hit):
             _counted("hit").inc()
-            return Served(hit.body, "hit", hit.age_seconds)
+            return Served(found.body, "hit", found.age_seconds)
+        snapshot = found
         flight = self._flights.get(key)
         if flight is not None:
             shared = await asyncio.shield(flight)
@@ -305,23 +306,21 @@ class QueryCache:
         ck.STORES.labels(outcome).inc()
         return Served(executed.body, "miss"), outcome == "stored"
 
-    async def _lookup(self, key: str) -> tuple[_Snapshot, _Hit | None]:
+    async def _lookup(self, key: str) -> _Hit | _Snapshot:
+        """The entry of `key`, or on a miss the snapshot its store will be checked against."""
         known = self._known
         started = time.monotonic()
         if known is not None and started < known.until:
-            entry, epoch, counter = await self._guarded(
-                "lookup",
-                lambda: self._redis.mget(
-                    self._layout.entry(known.epoch, key), self._layout.epoch, self._layout.counter
-                ),
+            entry, epoch = await self._guarded(
+                "lookup", lambda: self._redis.mget(self._layout.entry(known.epoch, key), self._layout.epoch)
             )
-            if epoch == known.epoch_bytes and counter is not None:
-                now_ms = time.monotonic() * 1000 + known.offset_ms
-                return _Snapshot(known.epoch, int(counter), started), _parse_entry(entry, now_ms)
+            hit = _parse_entry(entry, time.monotonic() * 1000 + known.offset_ms)
+            if hit is not None and epoch == known.epoch_bytes:
+                return hit
             started = time.monotonic()
         return await self._scripted_lookup(key, started)
 
-    async def _scripted_lookup(self, key: str, started: float) -> tuple[_Snapshot, _Hit | None]:
+    async def _scripted_lookup(self, key: str, started: float) -> _Hit | _Snapshot:
         """The lookup script: also starts an epoch where none is, and reads Redis's clock for `_known`."""
         epoch, counter, entry, now_ms = await self._guarded(
             "lookup",
@@ -333,7 +332,7 @@ class QueryCache:
         finished = time.monotonic()
         # Redis read its clock somewhere within the round trip: its middle is off by at most half of it.
         self._known = _Known(epoch.decode(), int(now_ms) - (started + finished) * 500, finished + CLOCK_REFRESH_SECONDS)
-        return _Snapshot(self._known.epoch, int(counter), started), _parse_entry(entry, int(now_ms))
+        return _parse_entry(entry, int(now_ms)) or _Snapshot(self._known.epoch, int(counter), started)
 
     async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> str:
         if not executed.cacheable:
