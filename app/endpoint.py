@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 import orjson
 import structlog
@@ -56,8 +56,40 @@ from ras.breaker import CircuitBreaker
 from ras.settings import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _HTTP_CODES = {400: BAD_USER_INPUT, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class _Headers(Mapping[str, str]):
+    """A request's headers by name, any case, the first of repeated ones (as Starlette's `Headers`), read once from
+    the scope into a dict: `Headers` scans the whole list for each of the five a cache hit looks at."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, scope: Scope) -> None:
+        # Names are lower case in ASGI; reversed, so that the first of repeated headers is the one kept.
+        self._values: dict[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])
+        }
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+    @overload
+    def get(self, name: str, default: T, /) -> str | T: ...
+    def get(self, name: str, default: object = None, /) -> object:
+        return self._values.get(name.lower(), default)
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -115,10 +147,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         if scope["type"] != "http":
             return
         request = Request(scope, _capped(receive, self.limits.max_request_bytes))
-        correlation = correlation_id(request.headers)
+        headers = _Headers(scope)
+        correlation = correlation_id(headers)
         request.state.correlation_id = correlation
         try:
-            response = await self._respond(request, correlation)
+            response = await self._respond(request, headers, correlation)
         except _BodyTooLarge:
             response = _too_large(self.limits.max_request_bytes, correlation)
         if isinstance(response, bytes):
@@ -127,19 +160,19 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         response.headers[CORRELATION_HEADER] = correlation
         await response(scope, receive, send)
 
-    async def _respond(self, request: Request, correlation: str) -> Response | bytes:
+    async def _respond(self, request: Request, headers: _Headers, correlation: str) -> Response | bytes:
         """The response, or the body of a 200 JSON answer that holds a cacheable result (sent without a Response)."""
-        declared = request.headers.get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             return _too_large(self.limits.max_request_bytes, correlation)
         if self.should_render_graphql_ide(self.request_adapter_class(request)):
             if not self.limits.graphiql:
                 return _http_error("GraphiQL is disabled on this server (RAS_GRAPHIQL_ENABLED).", 404, correlation)
             return await self.render_graphql_ide(request)
-        caller = authenticate(request.headers, self.settings)
+        caller = authenticate(headers, self.settings)
         if isinstance(caller, AuthError):
             return JSONResponse(error_body(caller.hint, UNAUTHENTICATED, correlation), status_code=401)
-        keyed = await self._keyed(request, caller.user_id)
+        keyed = await self._keyed(request, headers, caller.user_id)
         started = time.perf_counter()
         if keyed.key is None or self._cache is None:
             response: Response | bytes = await self._execute(request, caller, correlation)
@@ -149,8 +182,8 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         record_request("graphql", keyed.operation, status_code, time.perf_counter() - started)
         return response
 
-    async def _keyed(self, request: Request, user_id: str | None) -> _Keyed:
-        if request.method == "POST" and _content_type(request) == "application/json":
+    async def _keyed(self, request: Request, headers: _Headers, user_id: str | None) -> _Keyed:
+        if request.method == "POST" and headers.get("content-type", "").split(";")[0].strip() == "application/json":
             body = await request.body()
             if self._cache is not None and len(body) <= _KEYED_MAX_BYTES:
                 return _keyed_post(body, user_id, self._cache_version)
@@ -289,10 +322,6 @@ def _keyed(operation: _Operation | None, user_id: str | None, version: str | Non
     return _Keyed(graphql_cache_key(operation.query, operation.name, operation.variables, user_id, version), name)
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip()
-
-
 def _posted(body: bytes) -> _Operation | None:
     """The single operation a POSTed JSON body carries, read the way Strawberry will read it; None when that is not
     plain (batched requests, malformed input): such requests skip the cache and get Strawberry's own errors."""
@@ -324,8 +353,9 @@ def _single(data: object) -> _Operation | None:
 
 def _spliced(data_only: bytes, served: Served) -> bytes:
     """A cacheable body (exactly `{"data":…}`, as `_cached` builds it) with `extensions.cache` appended to its bytes:
-    hits are answered without parsing or re-encoding the stored document."""
-    return data_only[:-1] + b',"extensions":{"cache":' + orjson.dumps(cache_extension(served)) + b"}}"
+    hits are answered without parsing or re-encoding the stored document, and it is copied once."""
+    extension = orjson.dumps(cache_extension(served))
+    return b"".join((memoryview(data_only)[:-1], b',"extensions":{"cache":', extension, b"}}"))
 
 
 async def _send_json(send: Send, body: bytes, correlation: str) -> None:
