@@ -24,6 +24,7 @@ All methods are synchronous and block for at most their timeout; from async code
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -31,7 +32,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import tempfile
 import threading
@@ -43,6 +43,11 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import psutil
+import redis
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = [
     "EmbeddedServerError",
@@ -51,7 +56,7 @@ __all__ = [
     "RedisProcess",
     "create_topics",
     "free_port",
-    "kafka_api_versions_ok",
+    "kafka_ready",
     "reap_orphans",
 ]
 
@@ -594,49 +599,48 @@ class RedisProcess(_ManagedProcess):
 
     def _probe(self) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
+            # One try: the readiness poll is the retry loop (redis-py would otherwise retry timeouts itself).
+            once = Retry(NoBackoff(), 0)
+            client = redis.Redis(self.host, self.port, socket_timeout=1.0, socket_connect_timeout=1.0, retry=once)
+            with client:
+                return bool(client.ping())
+        except (OSError, redis.RedisError):
             return False
 
 
 # ---------------------------------------------------------------------------------------------
-# Kafka protocol (Tansu)
+# Kafka (Tansu)
 # ---------------------------------------------------------------------------------------------
 
-_API_VERSIONS_KEY = 18
 
+def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a Kafka-protocol broker at host:port answers aiokafka's bootstrap (ApiVersions, then metadata).
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    buf = b""
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed mid-response")
-        buf += chunk
-    return buf
-
-
-def kafka_api_versions_ok(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Send a raw ApiVersions v0 request; True if the broker answers without error.
-
-    A dependency-free, synchronous probe: no event loop, no client bootstrap/metadata retries.
+    Synchronous, for the readiness polls of the process helpers: the client runs in an event loop on a thread of
+    its own, whether or not the caller's thread runs one.
     """
-    client_id = b"ras-embedded"
-    correlation_id = 7
-    body = struct.pack(">hhih", _API_VERSIONS_KEY, 0, correlation_id, len(client_id)) + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-            payload = _recv_exact(sock, size)
-    except (OSError, struct.error):
+        # Refused connections are answered here: aiokafka would log each one as an error.
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
         return False
-    if len(payload) < 6:
+    answered: list[bool] = []
+    probe = threading.Thread(target=lambda: answered.append(asyncio.run(_kafka_answers(host, port, timeout))))
+    probe.start()
+    probe.join()
+    return answered == [True]
+
+
+async def _kafka_answers(host: str, port: int, seconds: float) -> bool:
+    client = AIOKafkaClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=int(seconds * 1000))
+    try:
+        async with asyncio.timeout(seconds):
+            await client.bootstrap()
+        return True
+    except (KafkaError, OSError, TimeoutError):
         return False
-    got_id, error_code = struct.unpack(">ih", payload[:6])
-    return bool(got_id == correlation_id and error_code == 0)
+    finally:
+        await client.close()
 
 
 class KafkaProcess(_ManagedProcess):
@@ -676,7 +680,7 @@ class KafkaProcess(_ManagedProcess):
         ]
 
     def _probe(self) -> bool:
-        return kafka_api_versions_ok(self.host, self.port)
+        return kafka_ready(self.host, self.port)
 
 
 async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:

@@ -23,7 +23,7 @@ from ras.embedded import (
     PostgresProcess,
     RedisProcess,
     create_topics,
-    kafka_api_versions_ok,
+    kafka_ready,
     reap_orphans,
 )
 
@@ -125,7 +125,7 @@ async def test_kafka_round_trip_and_restart() -> None:
             await consumer.stop()
 
         kafka.stop()
-        assert not _port_open(port) and not kafka_api_versions_ok("127.0.0.1", port)
+        assert not _port_open(port) and not kafka_ready("127.0.0.1", port)
         kafka.start()
         assert kafka.port == port
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
@@ -137,7 +137,7 @@ async def test_kafka_round_trip_and_restart() -> None:
             await admin.close()
         kafka.kill()
         kafka.start()
-        assert kafka_api_versions_ok("127.0.0.1", port)
+        assert kafka_ready("127.0.0.1", port)
     assert not _port_open(port)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.topics import ALL_TOPICS
 from ras.demo import Message
-from ras.embedded import PostgresProcess, RedisProcess, create_topics, kafka_api_versions_ok
+from ras.embedded import PostgresProcess, RedisProcess, create_topics, kafka_ready
 from tests import servers
 from tests.cache.proxy import Proxy
 from tests.kafka_io import produce, stored_positions
@@ -460,7 +460,7 @@ async def test_broker_restart_with_retention_loses_and_doubles_nothing(
         await asyncio.to_thread(subprocess.run, shlex.split(RESTART_COMMAND), check=True, timeout=300)
         host, _, port = kafka_bootstrap.split(",")[0].rpartition(":")
         async with asyncio.timeout(120):  # the command may return before the broker answers again
-            while not await asyncio.to_thread(kafka_api_versions_ok, host, int(port)):
+            while not await asyncio.to_thread(kafka_ready, host, int(port)):
                 await asyncio.sleep(0.5)
         restarted = time.monotonic()
         ends = {**ends, **await produce(kafka_bootstrap, second)}
