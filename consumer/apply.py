@@ -78,10 +78,10 @@ def _quarantine_row(record: Record, reason: str) -> dict[str, Any]:
 
 
 def _batch_ids(rows: Rows) -> set[str]:
-    ids = {r["batch_id"] for r in rows.registrations}
-    ids.update(r["batch_id"] for r in rows.batch_facts)
+    ids = {r["batch_id"] for group in (rows.registrations, rows.batch_facts) for r in group}
     for group in (rows.essay_slots, rows.essay_links, rows.phase_results):
-        ids.update(r["batch_id"] for r in group if r["batch_id"] is not None)
+        ids |= {r["batch_id"] for r in group}
+    ids.discard(None)
     return ids
 
 
@@ -177,6 +177,7 @@ async def write_rows(conn: AsyncConnection, projection: Projection) -> Applied:
 
 
 def _merge(*parts: writes.Activity) -> writes.Activity:
+    """Several statements' activity as one, per batch: the earliest start, the latest time, any replacement."""
     merged: writes.Activity = {}
     for part in parts:
         for batch_id, (first, last, replaced) in part.items():

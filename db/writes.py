@@ -4,7 +4,9 @@ Rows travel as one JSON array per statement, read back by `json_populate_records
 (absent keys are NULL), so a statement has one parameter whatever its row count (asyncpg caps a statement at
 32,767) and the encoding is one `orjson.dumps` call rather than a per-value encoder. Upserts only replace a row
 with a newer fact — `(fact_at, digest)` compared as a pair, so ties resolve the same way in every order — and
-report through `RETURNING` which batches they actually changed: an event that changes nothing evicts nothing.
+report through `RETURNING` which batches they actually changed: an event that changes nothing evicts nothing. The
+essay-level upserts also report, per batch, the span of essay activity they wrote (`Activity`), so the batch's
+derived times can be advanced without reading its rows back (consumer/apply.py says when that is exact).
 
 SQL text is assembled from this module's own table and column names only; every value is a bound parameter.
 """
