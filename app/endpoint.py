@@ -149,7 +149,6 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         request = Request(scope, _capped(receive, self.limits.max_request_bytes))
         headers = _Headers(scope)
         correlation = correlation_id(headers)
-        request.state.correlation_id = correlation
         try:
             response = await self._respond(request, headers, correlation)
         except _BodyTooLarge:
@@ -165,7 +164,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             return _too_large(self.limits.max_request_bytes, correlation)
-        if self.should_render_graphql_ide(self.request_adapter_class(request)):
+        if request.method == "GET" and self.should_render_graphql_ide(self.request_adapter_class(request)):
             if not self.limits.graphiql:
                 return _http_error("GraphiQL is disabled on this server (RAS_GRAPHIQL_ENABLED).", 404, correlation)
             return await self.render_graphql_ide(request)
@@ -192,6 +191,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         return _keyed(operation, user_id, self._cache_version if self._cache is not None else None)
 
     async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
+        request.state.correlation_id = correlation  # for `process_result`
         context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
         try:
             response = await self.run(request, context=context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -41,7 +42,8 @@ async def test_a_callers_correlation_id_is_kept_when_plain(api: Api) -> None:
     assert kept.headers["X-Correlation-ID"] == "gw-123.abc"
     assert kept.json()["errors"][0]["extensions"]["correlationId"] == "gw-123.abc"
     replaced = await api.post("{ __typename }", headers={**AUTH, "X-Correlation-ID": "<script>"})
-    assert replaced.headers["X-Correlation-ID"] != "<script>"
+    made = uuid.UUID(replaced.headers["X-Correlation-ID"])
+    assert str(made) == replaced.headers["X-Correlation-ID"] and made.version == 4 and made.variant == uuid.RFC_4122
 
 
 async def test_invalid_queries_are_bad_user_input(api: Api) -> None:
