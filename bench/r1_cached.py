@@ -5,8 +5,8 @@ serves the gateway's batch screen — one batch with its 25 essays and their spe
 (app/static/examples/2-batch-detail.graphql), asked for a teacher (X-User-ID) — from the Redis cache. The same
 server has R1's baseline at `/bare`: one Redis GET of a key holding the very bytes the cached GraphQL answer
 returns, nothing else (bench/r1_app.py). Same process, event loop, HTTP stack and Redis: the ratio shows what the
-cached GraphQL path (authentication, the request's cache key, the Lua lookup, splicing `extensions.cache`,
-metrics) costs over the least any cached answer could cost.
+cached GraphQL path (authentication, the request's cache key, the lookup: one MGET of the entry and the epoch,
+splicing `extensions.cache`, metrics) costs over the least any cached answer could cost.
 
 Load: `wrk` (Debian package `wrk`) in its own process, 2 threads, 32 connections, the same POST (body and
 headers) to both paths; without wrk, `bench.loadgen` (asyncio on uvloop, own process) does the same. After a
