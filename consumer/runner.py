@@ -53,6 +53,7 @@ class ProjectionConsumer:
         self._in_flight = asyncio.Lock()
         self._stop = asyncio.Event()
         self._held: list[ConsumerRecord] = []
+        self._assignments = 0  # completed assignments: records fetched before the latest one may come again
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=settings.kafka_group_id,
@@ -84,7 +85,7 @@ class ProjectionConsumer:
             self._in_flight,
             start_from_end=self._settings.kafka_auto_offset_reset == "latest",
             retry=self._retrying_in_callback,
-            on_assigned=self.assigned.set,
+            on_assigned=self._assigned_anew,
         )
         self._kafka.subscribe(self._topics, listener=listener)
         await self._kafka.start()
@@ -105,27 +106,41 @@ class ProjectionConsumer:
         current one, so each partition's records still commit in order, positions with the rows they cover.
         """
         pending: Projection | None = None
+        pending_since = 0
         while not self._stop.is_set():
             wait_ms = 0 if pending is not None else self._settings.kafka_fetch_timeout_ms
             fetched, self._held = self._held + await self._fetch(wait_ms), []
+            fetched_since = self._assignments
             if pending is None:
-                pending = self._project(fetched) if fetched else None
+                pending, pending_since = (self._project(fetched) if fetched else None), fetched_since
                 continue
             decoding = asyncio.ensure_future(asyncio.to_thread(self._project, fetched)) if fetched else None
             try:
-                await self._apply(pending)
+                current = self._owned(pending, pending_since)
+                if current is not None:
+                    await self._apply(current)
             finally:
                 # A thread cannot be cancelled: let it finish before leaving, whatever happened to the transaction.
                 pending = await decoding if decoding is not None else None
-            pending = self._owned(pending) if pending is not None else None
+            pending_since = fetched_since
+
+    def _assigned_anew(self) -> None:
+        self._assignments += 1
+        self.assigned.set()
 
     def _project(self, fetched: Sequence[ConsumerRecord]) -> Projection:
         records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
         return project(records, self._settings.max_message_bytes)
 
-    def _owned(self, projection: Projection) -> Projection | None:
-        """`projection` without records of partitions revoked while it waited: their new owner reads them again
-        from the stored positions, which the revocation let the transaction in hand advance first."""
+    def _owned(self, projection: Projection, fetched_since: int) -> Projection | None:
+        """What of `projection`, fetched after assignment number `fetched_since`, is still this consumer's to apply.
+
+        Nothing once partitions were assigned anew: each was sought to its stored position, so its records come
+        again. Otherwise all but the records of partitions revoked meanwhile, which their new owner reads again
+        from the stored positions (the revocation waited for the transaction in hand to store them).
+        """
+        if fetched_since != self._assignments:
+            return None
         assigned = {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
         if projection.next_offsets.keys() <= assigned:
             return projection
