@@ -29,7 +29,7 @@ import orjson
 import structlog
 from cross_web import HTTPException
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -146,11 +146,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             return
         if scope["type"] != "http":
             return
-        request = Request(scope, _capped(receive, self.limits.max_request_bytes))
+        body = _Body(_capped(receive, self.limits.max_request_bytes))
+        request = Request(scope, body.receive)
         headers = _Headers(scope)
         correlation = correlation_id(headers)
         try:
-            response = await self._respond(request, headers, correlation)
+            response = await self._respond(request, body, headers, correlation)
         except _BodyTooLarge:
             response = _too_large(self.limits.max_request_bytes, correlation)
         if isinstance(response, bytes):
@@ -159,7 +160,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         response.headers[CORRELATION_HEADER] = correlation
         await response(scope, receive, send)
 
-    async def _respond(self, request: Request, headers: _Headers, correlation: str) -> Response | bytes:
+    async def _respond(self, request: Request, body: _Body, headers: _Headers, correlation: str) -> Response | bytes:
         """The response, or the body of a 200 JSON answer that holds a cacheable result (sent without a Response)."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
@@ -171,7 +172,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         caller = authenticate(headers, self.settings)
         if isinstance(caller, AuthError):
             return JSONResponse(error_body(caller.hint, UNAUTHENTICATED, correlation), status_code=401)
-        keyed = await self._keyed(request, headers, caller.user_id)
+        keyed = await self._keyed(request, body, headers, caller.user_id)
         started = time.perf_counter()
         if keyed.key is None or self._cache is None:
             response: Response | bytes = await self._execute(request, caller, correlation)
@@ -181,12 +182,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         record_request("graphql", keyed.operation, status_code, time.perf_counter() - started)
         return response
 
-    async def _keyed(self, request: Request, headers: _Headers, user_id: str | None) -> _Keyed:
+    async def _keyed(self, request: Request, body: _Body, headers: _Headers, user_id: str | None) -> _Keyed:
         if request.method == "POST" and headers.get("content-type", "").split(";")[0].strip() == "application/json":
-            body = await request.body()
-            if self._cache is not None and len(body) <= _KEYED_MAX_BYTES:
-                return _keyed_post(body, user_id, self._cache_version)
-            return _keyed(_posted(body), user_id, self._cache_version if self._cache is not None else None)
+            posted = await body.read()
+            if self._cache is not None and len(posted) <= _KEYED_MAX_BYTES:
+                return _keyed_post(posted, user_id, self._cache_version)
+            return _keyed(_posted(posted), user_id, self._cache_version if self._cache is not None else None)
         operation = _got(request) if request.method == "GET" else None
         return _keyed(operation, user_id, self._cache_version if self._cache is not None else None)
 
@@ -374,6 +375,34 @@ def _http_error(message: str, status_code: int, correlation: str) -> Response:
         return PlainTextResponse("Internal Server Error", status_code=500)
     code = _HTTP_CODES.get(status_code, BAD_USER_INPUT)
     return JSONResponse(error_body(message, code, correlation), status_code=status_code)
+
+
+class _Body:
+    """A request's `receive` whose body the cache key can read first: it is then handed, whole, to the next reader
+    (Strawberry, on a miss). Starlette's `Request.body()` streams it through an async generator: 3 % of a hit."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read: bytes | None = None
+
+    async def read(self) -> bytes:
+        chunks = []
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        self._read = b"".join(chunks)
+        return self._read
+
+    async def receive(self) -> Message:
+        if self._read is None:
+            return await self._receive()
+        message: Message = {"type": "http.request", "body": self._read, "more_body": False}
+        self._read = None
+        return message
 
 
 class _BodyTooLarge(Exception):
