@@ -21,6 +21,7 @@ from consumer.batch_state import BatchState, Fact, derive
 from consumer.decode import PoisonMessage, Record, decode
 from consumer.projection import Rows, rows_for
 from db import writes
+from db.positions import lock_positions
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +114,7 @@ class Projection:
     """Records read and turned into rows, before any database work (see `project`)."""
 
     records: Sequence[Record]
+    max_bytes: int
     # Per partition, the offset after its last record: the position the transaction stores.
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     rows: Rows = field(default_factory=Rows)
@@ -123,7 +125,7 @@ class Projection:
 
 def project(records: Sequence[Record], max_bytes: int) -> Projection:
     """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside for quarantine."""
-    out = Projection(records, next_offsets(records))
+    out = Projection(records, max_bytes, next_offsets(records))
     for record in records:
         event = None
         try:
@@ -202,6 +204,27 @@ async def apply_projection(
         conn, projection.next_offsets, projection.event_times, high_watermarks or {}
     )
     return result
+
+
+async def apply_delivered(
+    conn: AsyncConnection, projection: Projection, high_watermarks: dict[tuple[str, int], int]
+) -> Applied:
+    """`apply_projection` for records as the broker delivered them, leaving out those an earlier transaction
+    applied: offsets below their partition's stored position.
+
+    Those come from a batch fetched before a rebalance sought its partitions back to the stored positions (the
+    records are then delivered again), or from another consumer of the group during a rebalance. Their rows would
+    be written again unchanged, but they would be counted, evicted and announced twice. The stored positions are
+    locked first, so a concurrent transaction over the same partitions waits and then sees this one's positions.
+    """
+    stored = await lock_positions(conn, projection.next_offsets)
+    if any(r.offset < stored.get((r.topic, r.partition), 0) for r in projection.records):
+        new = [r for r in projection.records if r.offset >= stored.get((r.topic, r.partition), 0)]
+        log.info("records applied before left out", records=len(projection.records) - len(new))
+        if not new:
+            return Applied()
+        projection = project(new, projection.max_bytes)
+    return await apply_projection(conn, projection, high_watermarks)
 
 
 async def apply_records(

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
-from consumer.apply import Applied, Projection, apply_projection, project, quarantine_records
+from consumer.apply import Applied, Projection, apply_delivered, project, quarantine_records
 from consumer.decode import Record
 from consumer.offsets import PositionListener
 from consumer.topics import ALL_TOPICS
@@ -181,7 +181,7 @@ class ProjectionConsumer:
 
         async def write() -> Applied:
             async with self._in_flight, self._engine.begin() as conn:
-                return await apply_projection(conn, projection, marks)
+                return await apply_delivered(conn, projection, marks)
 
         try:
             return [await self._retrying("apply records", write)]

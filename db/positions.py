@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+_POSITIONS = text(
+    "SELECT topic, partition, next_offset FROM consumer_positions WHERE (topic, partition) IN"
+    " (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])))"
+)
+# A partition without a row gets one at offset 0 first (this transaction stores its real position before it
+# commits), so that there is a row to lock: two transactions over a partition new to the table serialize too.
+_ADD_MISSING = text(
+    "INSERT INTO consumer_positions (topic, partition, next_offset)"
+    " SELECT topic, partition, 0 FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])) AS v(topic, partition)"
+    " ORDER BY topic, partition ON CONFLICT DO NOTHING"
+)
+_LOCK = text(
+    "SELECT topic, partition, next_offset FROM consumer_positions WHERE (topic, partition) IN"
+    " (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])))"
+    " ORDER BY topic, partition FOR UPDATE"
+)
+
+
+def _pairs(partitions: Iterable[tuple[str, int]]) -> dict[str, list[Any]]:
+    pairs = sorted(set(partitions))
+    return {"topics": [t for t, _ in pairs], "parts": [p for _, p in pairs]}
+
 
 async def load_positions(conn: AsyncConnection, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Next offset to read for each of `partitions` that has one stored."""
-    pairs = sorted(set(partitions))
-    if not pairs:
+    pairs = _pairs(partitions)
+    if not pairs["topics"]:
         return {}
-    result = await conn.execute(
-        text(
-            "SELECT topic, partition, next_offset FROM consumer_positions "
-            "WHERE (topic, partition) IN (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])))"
-        ),
-        {"topics": [t for t, _ in pairs], "parts": [p for _, p in pairs]},
-    )
+    result = await conn.execute(_POSITIONS, pairs)
+    return {(row.topic, row.partition): row.next_offset for row in result}
+
+
+async def lock_positions(conn: AsyncConnection, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Like `load_positions`, with the partitions' rows locked until the transaction ends, in one order (so two
+    transactions over overlapping partitions cannot deadlock); a partition without one reads as offset 0."""
+    pairs = _pairs(partitions)
+    if not pairs["topics"]:
+        return {}
+    await conn.execute(_ADD_MISSING, pairs)
+    result = await conn.execute(_LOCK, pairs)
     return {(row.topic, row.partition): row.next_offset for row in result}
 
 
