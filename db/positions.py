@@ -12,17 +12,16 @@ _POSITIONS = text(
     "SELECT topic, partition, next_offset FROM consumer_positions WHERE (topic, partition) IN"
     " (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])))"
 )
-# A partition without a row gets one at offset 0 first (this transaction stores its real position before it
-# commits), so that there is a row to lock: two transactions over a partition new to the table serialize too.
-_ADD_MISSING = text(
+# One statement locks every partition's row, in one order (so two transactions over overlapping partitions cannot
+# deadlock), and reads its position: a partition without a row gets one at offset 0, which the locking transaction
+# replaces with its real position before it commits, so that transactions over a partition new to the table
+# serialize too. The no-op update is what takes the lock on an existing row.
+_LOCK = text(
     "INSERT INTO consumer_positions (topic, partition, next_offset)"
     " SELECT topic, partition, 0 FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])) AS v(topic, partition)"
-    " ORDER BY topic, partition ON CONFLICT DO NOTHING"
-)
-_LOCK = text(
-    "SELECT topic, partition, next_offset FROM consumer_positions WHERE (topic, partition) IN"
-    " (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS int4[])))"
-    " ORDER BY topic, partition FOR UPDATE"
+    " ORDER BY topic, partition"
+    " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = consumer_positions.next_offset"
+    " RETURNING topic, partition, next_offset"
 )
 
 
@@ -41,12 +40,11 @@ async def load_positions(conn: AsyncConnection, partitions: Iterable[tuple[str, 
 
 
 async def lock_positions(conn: AsyncConnection, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Like `load_positions`, with the partitions' rows locked until the transaction ends, in one order (so two
-    transactions over overlapping partitions cannot deadlock); a partition without one reads as offset 0."""
+    """Like `load_positions`, with the partitions' rows locked until the transaction ends; a partition without a
+    stored position reads as offset 0."""
     pairs = _pairs(partitions)
     if not pairs["topics"]:
         return {}
-    await conn.execute(_ADD_MISSING, pairs)
     result = await conn.execute(_LOCK, pairs)
     return {(row.topic, row.partition): row.next_offset for row in result}
 

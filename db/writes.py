@@ -213,8 +213,9 @@ async def link_essays(conn: AsyncConnection, rows: Sequence[Row]) -> Activity:
         "WHERE essays.batch_id IS NULL AND EXCLUDED.batch_id IS NOT NULL"
     )
     # Most results name an essay that already has its batch: skip those before the upsert, which would lock each
-    # (a WAL record per row) only to change nothing.
-    known = "NOT EXISTS (SELECT 1 FROM essays AS e WHERE e.essay_id = r.essay_id AND e.batch_id IS NOT NULL)"
+    # (a WAL record per row) only to change nothing. A scalar subquery rather than NOT EXISTS: it is always one
+    # primary-key probe per row, where an anti-join planned on a young table's statistics scanned all essays.
+    known = "(SELECT e.batch_id FROM essays AS e WHERE e.essay_id = r.essay_id) IS NULL"
     activity = await _upsert_activity(
         conn, TABLES["essays"], rows, ["essay_id", "batch_id"], conflict, "NULL::timestamptz", "slot_fact_at", known
     )
