@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from math import isfinite
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     GraphQLBoolean,
@@ -92,6 +92,7 @@ _SYNC_RESOLVER = "_resolver"
 _PLAIN_VALUES = frozenset({str, int, float, bool, datetime, date, dict, list})
 
 Getter = Callable[[Any], Any]
+Settled = TypeVar("Settled", dict[str, Any], list[Any])
 InfoResolver = Callable[[Any, "GraphQLResolveInfo[Any]"], Any]
 
 
@@ -539,7 +540,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             raise
         if not awaitable_indices:
             return completed
-        return _gathered_items(completed, awaitable_indices)
+        return _gathered(completed, awaitable_indices)
 
     async def _await_completed(
         self, completed: Awaitable[Any], return_type: GraphQLOutputType, details: list[FieldDetails], path: Path
@@ -557,24 +558,13 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self.handle_field_error(raw_error, step.field_def.type, step.field_details, field_path)
 
 
-async def _gathered_items(completed: list[Any], awaitable_indices: list[int]) -> list[Any]:
-    """graphql-core's `complete_iterable_value` tail: the awaitable items replaced by their values."""
-    if len(awaitable_indices) == 1:
-        index = awaitable_indices[0]
-        completed[index] = await completed[index]
+async def _gathered(results: Settled, keys: list[Any]) -> Settled:
+    """graphql-core's tail of `execute_fields` (a dict by response name) and `complete_iterable_value` (a list by
+    index): the awaitable values at `keys` replaced by their results."""
+    if len(keys) == 1:
+        results[keys[0]] = await results[keys[0]]
     else:
-        awaited = await gather_with_cancel(*(completed[index] for index in awaitable_indices))
-        for index, value in zip(awaitable_indices, awaited, strict=True):
-            completed[index] = value
-    return completed
-
-
-async def _gathered(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
-    """graphql-core's `execute_fields` tail: the awaitable results replaced by their values."""
-    if len(awaitable_fields) == 1:
-        field = awaitable_fields[0]
-        results[field] = await results[field]
-    else:
-        awaited = await gather_with_cancel(*(results[field] for field in awaitable_fields))
-        results.update(zip(awaitable_fields, awaited, strict=True))
+        awaited = await gather_with_cancel(*(results[key] for key in keys))
+        for key, value in zip(keys, awaited, strict=True):
+            results[key] = value
     return results
