@@ -28,12 +28,9 @@ async def _consume(settings: Settings) -> None:
     from consumer.notify import Publisher, chain
     from consumer.ops import ops_app, ops_server
     from consumer.runner import ProjectionConsumer
-    from db.engine import create_engine
+    from db.engine import create_projection_engine
 
-    # Every statement planned for its parameters: a generic plan of `batch_id = ANY(:ids)` made while the tables
-    # were small kept scanning them as they grew (a transaction's time doubled within a minute of a new database).
-    custom_plans = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
-    engine = create_engine(settings.database_url, pool_size=2, pool_pre_ping=True, connect_args=custom_plans)
+    engine = create_projection_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
     evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
     publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
     # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.

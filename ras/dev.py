@@ -98,9 +98,9 @@ async def run_dev(port: int | None, batches: int, rate: float | None, progress: 
 
 
 async def _run(settings: Settings, stop: asyncio.Event, batches: int, rate: float | None, progress: bool) -> None:
-    from db.engine import create_engine
+    from db.engine import create_projection_engine
 
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    engine = create_projection_engine(settings.database_url, pool_size=settings.database_pool_size)
     evictor = Evictor.from_settings(settings)
     await evictor.bump_epoch()
     # Live updates as `ras consume` / `ras serve` wire them: evict, then publish; the API serves subscriptions.

@@ -1,4 +1,5 @@
-"""JSON columns are decoded by orjson (db/engine.py): values the consumer stored come back as they were parsed."""
+"""db/engine.py: JSON columns decoded by orjson (values the consumer stored come back as they were parsed), and
+the consumer's engine planning every statement for its parameters."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.engine import create_projection_engine
 
 _scalars = (
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
@@ -39,3 +42,12 @@ async def test_jsonb_round_trip_through_the_engine(engine: AsyncEngine) -> None:
     assert row.v == parsed
     assert type(row.v["big"]) is float
     assert orjson.loads(orjson.dumps(row.v)) == parsed  # and the API's encoder writes it
+
+
+async def test_the_projection_engine_plans_every_statement_for_its_parameters(database_url: str) -> None:
+    engine = create_projection_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == "force_custom_plan"
+    finally:
+        await engine.dispose()
