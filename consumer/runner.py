@@ -25,6 +25,7 @@ from consumer.decode import Record
 from consumer.offsets import PositionListener
 from consumer.topics import ALL_TOPICS
 from db.errors import is_data_error, is_transient
+from db.positions import load_positions
 from ras.backoff import Backoff
 from ras.settings import Settings
 
@@ -114,15 +115,46 @@ class ProjectionConsumer:
             if pending is None:
                 pending, pending_since = (self._project(fetched) if fetched else None), fetched_since
                 continue
+            if pending_since != self._assignments:
+                # Partitions were assigned anew since `pending` was fetched. The assignment sought them back to the
+                # stored positions, but `fetched` may come from before or after that seek: drop everything in hand
+                # and seek to the stored positions again, so that every record after them is read exactly once.
+                pending = None
+                await self._seek_to_stored()
+                continue
             decoding = asyncio.ensure_future(asyncio.to_thread(self._project, fetched)) if fetched else None
             try:
-                current = self._owned(pending, pending_since)
+                current = self._owned(pending)
                 if current is not None:
                     await self._apply(current)
             finally:
                 # A thread cannot be cancelled: let it finish before leaving, whatever happened to the transaction.
                 pending = await decoding if decoding is not None else None
             pending_since = fetched_since
+
+    async def _seek_to_stored(self) -> None:
+        """Seek every assigned partition to its stored position (or its start, when it has none)."""
+        assignments = self._assignments
+        partitions = [(tp.topic, tp.partition) for tp in self._kafka.assignment()]
+
+        async def load() -> dict[tuple[str, int], int]:
+            async with self._engine.connect() as conn:
+                return await load_positions(conn, partitions)
+
+        stored = await self._retrying("load stored positions", load)
+        if assignments != self._assignments:
+            return  # assigned anew meanwhile: that assignment's seeks stand, and the loop drops what it holds again
+        fresh = []
+        for topic, partition in partitions:
+            tp = TopicPartition(topic, partition)
+            if (topic, partition) in stored:
+                self._kafka.seek(tp, stored[(topic, partition)])
+            else:
+                fresh.append(tp)
+        if fresh:
+            reset = self._settings.kafka_auto_offset_reset == "latest"
+            await (self._kafka.seek_to_end if reset else self._kafka.seek_to_beginning)(*fresh)
+        log.info("in-hand records dropped after a new assignment; partitions sought to their stored positions")
 
     def _assigned_anew(self) -> None:
         self._assignments += 1
@@ -132,15 +164,10 @@ class ProjectionConsumer:
         records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
         return project(records, self._settings.max_message_bytes)
 
-    def _owned(self, projection: Projection, fetched_since: int) -> Projection | None:
-        """What of `projection`, fetched after assignment number `fetched_since`, is still this consumer's to apply.
-
-        Nothing once partitions were assigned anew: each was sought to its stored position, so its records come
-        again. Otherwise all but the records of partitions revoked meanwhile, which their new owner reads again
-        from the stored positions (the revocation waited for the transaction in hand to store them).
-        """
-        if fetched_since != self._assignments:
-            return None
+    def _owned(self, projection: Projection) -> Projection | None:
+        """What of `projection` is still this consumer's to apply: all but the records of partitions revoked
+        meanwhile, which their new owner reads again from the stored positions (the revocation waited for the
+        transaction in hand to store them)."""
         assigned = {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
         if projection.next_offsets.keys() <= assigned:
             return projection
