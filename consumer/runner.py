@@ -143,7 +143,7 @@ class ProjectionConsumer:
 
         stored = await self._retrying("load stored positions", load)
         if assignments != self._assignments:
-            return  # assigned anew meanwhile: that assignment's seeks stand, and the loop drops what it holds again
+            return  # assigned anew meanwhile: that assignment sought every partition to its stored position itself
         fresh = []
         for topic, partition in partitions:
             tp = TopicPartition(topic, partition)
