@@ -238,17 +238,13 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         `on_ws_connect` has seen connection_init."""
         assert isinstance(request, WebSocket) and self._events is not None
         unknown = Caller("", None)
-        base = new_context(self._engine(), unknown, correlation_id(request.headers), self.limits, self.breaker)
-        return LiveContext(
-            base.caller,
-            base.correlation_id,
-            base.limits,
-            base.session,
-            base.tags,
-            base.loaders,
+        return LiveContext.open(
+            self._engine(),
+            unknown,
+            correlation_id(request.headers),
+            self.limits,
+            self.breaker,
             self.consistency,
-            engine=self._engine(),
-            breaker=self.breaker,
             hub=self._events,
             settings=self.settings,
             websocket=request,

@@ -35,10 +35,11 @@ from strawberry.types.graphql import OperationType
 
 from app.auth import API_KEY_HEADER, SERVICE_HEADER, USER_HEADER, AuthError, Caller, authenticate
 from app.connections import BatchList, Info
+from app.consistency import Consistency
 from app.context import RequestContext, new_context
 from app.errors import BAD_USER_INPUT, ApiError, BadUserInput
 from app.events import EventHub, SubscriberTooSlow
-from app.limits import check_page_size
+from app.limits import ApiLimits, check_page_size
 from app.loaders import BatchPageKey, Loaders, ReadTags
 from app.resolvers import _list_owner  # the same scoping rule as Query.batches
 from app.session import ReadSession
@@ -69,9 +70,25 @@ class LiveContext(RequestContext):
     is_connection: bool = True
     authenticated: bool = field(default=False)
 
-    def for_operation(self) -> LiveContext:
-        base = new_context(self.engine, self.caller, self.correlation_id, self.limits, self.breaker, self.consistency)
-        return LiveContext(
+    @classmethod
+    def open(
+        cls,
+        engine: AsyncEngine,
+        caller: Caller,
+        correlation: str,
+        limits: ApiLimits,
+        breaker: CircuitBreaker | None,
+        consistency: Consistency | None,
+        *,
+        hub: EventHub,
+        settings: Settings,
+        websocket: WebSocket | None = None,
+        is_connection: bool = True,
+        authenticated: bool = False,
+    ) -> LiveContext:
+        """A context with a snapshot of its own, made as `new_context` makes a request's."""
+        base = new_context(engine, caller, correlation, limits, breaker, consistency)
+        return cls(
             base.caller,
             base.correlation_id,
             base.limits,
@@ -79,8 +96,23 @@ class LiveContext(RequestContext):
             base.tags,
             base.loaders,
             base.consistency,
-            engine=self.engine,
-            breaker=self.breaker,
+            engine=engine,
+            breaker=breaker,
+            hub=hub,
+            settings=settings,
+            websocket=websocket,
+            is_connection=is_connection,
+            authenticated=authenticated,
+        )
+
+    def for_operation(self) -> LiveContext:
+        return LiveContext.open(
+            self.engine,
+            self.caller,
+            self.correlation_id,
+            self.limits,
+            self.breaker,
+            self.consistency,
             hub=self.hub,
             settings=self.settings,
             is_connection=False,

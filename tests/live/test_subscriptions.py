@@ -195,22 +195,8 @@ async def test_a_subscriber_that_stops_reading_is_dropped_with_bounded_memory(
 
 
 def _connection(settings: Settings, engine: AsyncEngine, hub: EventHub) -> LiveContext:
-    from app.context import new_context
-
-    base = new_context(engine, Caller(SERVICE_ID, None), "test", ApiLimits())
-    return LiveContext(
-        base.caller,
-        base.correlation_id,
-        base.limits,
-        base.session,
-        base.tags,
-        base.loaders,
-        engine=engine,
-        breaker=None,
-        hub=hub,
-        settings=settings,
-        authenticated=True,
-    )
+    caller, limits = Caller(SERVICE_ID, None), ApiLimits()
+    return LiveContext.open(engine, caller, "test", limits, None, None, hub=hub, settings=settings, authenticated=True)
 
 
 async def test_a_subscription_sent_over_http_is_refused(engine: AsyncEngine) -> None:
