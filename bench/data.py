@@ -6,6 +6,7 @@ Rows are never written by hand: events from ras.demo (the platform's own payload
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections import defaultdict
@@ -42,6 +43,24 @@ def settings(database_url: str, redis_url: str = "redis://127.0.0.1:1/0", **over
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def server_env(database_url: str, redis_url: str, port: int, cache_prefix: str) -> dict[str, str]:
+    """The environment of an API or consumer subprocess (`ras serve`, `ras consume`, bench/r1_app.py): the
+    settings above as RAS_* variables, cache on."""
+    return {
+        **os.environ,
+        "RAS_DATABASE_URL": database_url,
+        "RAS_REDIS_URL": redis_url,
+        "RAS_HOST": "127.0.0.1",
+        "RAS_PORT": str(port),
+        "RAS_INTERNAL_API_KEY": API_KEY,
+        "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
+        "RAS_ENVIRONMENT": "production",
+        "RAS_LOG_LEVEL": "WARNING",
+        "RAS_CACHE_ENABLED": "true",
+        "RAS_CACHE_PREFIX": cache_prefix,
+    }
 
 
 def records(messages: Sequence[Message]) -> list[Record]:

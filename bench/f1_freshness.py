@@ -42,7 +42,7 @@ import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench.common import Context, Result
-from bench.data import API_KEY, HEADERS, SERVICE_ID
+from bench.data import HEADERS, server_env
 from consumer import topics
 from ras.demo import Message, batch_life
 from ras.embedded import free_port
@@ -223,17 +223,7 @@ async def run(ctx: Context) -> Result:
     warmup, stream = stream[:60], stream[60 : 60 + per_window * windows]
     port = free_port()
     env = {
-        **os.environ,
-        "RAS_DATABASE_URL": url,
-        "RAS_REDIS_URL": redis_url,
-        "RAS_HOST": "127.0.0.1",
-        "RAS_PORT": str(port),
-        "RAS_INTERNAL_API_KEY": API_KEY,
-        "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
-        "RAS_ENVIRONMENT": "production",
-        "RAS_LOG_LEVEL": "WARNING",
-        "RAS_CACHE_ENABLED": "true",
-        "RAS_CACHE_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        **server_env(url, redis_url, port, f"bench-{uuid.uuid4().hex[:8]}"),
         "RAS_KAFKA_GROUP_ID": f"bench-f1-{uuid.uuid4().hex[:8]}",
         "RAS_CONSUMER_METRICS_PORT": str(free_port()),
     }

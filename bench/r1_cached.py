@@ -22,7 +22,6 @@ still pays for first-time allocations, such as the few requests that ran uncache
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import shutil
@@ -41,7 +40,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import MIB, Context, PeakRss, Result, ratios
-from bench.data import API_KEY, HEADERS, SERVICE_ID, project
+from bench.data import HEADERS, project, server_env
 from bench.r1_app import BARE_KEY, BARE_PATH
 from ras.demo import EPOCH, batch_life
 from ras.embedded import free_port
@@ -165,19 +164,7 @@ async def run(ctx: Context) -> Result:
 
     port = free_port()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "RAS_DATABASE_URL": url,
-        "RAS_REDIS_URL": redis_url,
-        "RAS_HOST": "127.0.0.1",
-        "RAS_PORT": str(port),
-        "RAS_INTERNAL_API_KEY": API_KEY,
-        "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
-        "RAS_ENVIRONMENT": "production",
-        "RAS_LOG_LEVEL": "WARNING",
-        "RAS_CACHE_ENABLED": "true",
-        "RAS_CACHE_PREFIX": prefix,
-    }
+    env = server_env(url, redis_url, port, prefix)
     headers = {**HEADERS, "X-User-ID": USER}
     body = orjson.dumps({"query": QUERY, "variables": {"batchId": batch_id, "first": 25}})
     base = f"http://127.0.0.1:{port}"
