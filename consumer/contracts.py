@@ -1,4 +1,4 @@
-"""Pydantic models of the platform's events exactly as they are on the wire (shared/contracts/EVENTS.md).
+"""Pydantic models of the platform's events exactly as they are on the wire (contracts/EVENTS.md).
 
 One model per payload and contract generation. Like the producers' own models they ignore unknown keys, and they
 keep every enum-valued field (BatchStatus, PhaseName, EssayStatus, CourseCode…) as plain text: a value a newer

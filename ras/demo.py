@@ -1,7 +1,7 @@
 """Generated event streams shaped exactly like the platform's own payloads, for the demo, benchmarks and tests.
 
 Each builder starts from one of the platform's example envelopes (ras/templates, copies of
-shared/contracts/fixtures; a test keeps them equal) and changes only ids, counts and timestamps, so generated
+contracts/fixtures; a test keeps them equal) and changes only ids, counts and timestamps, so generated
 events stay as close to the wire as the examples themselves. `batch_life` is the full life of a batch in one
 contract generation; `with_resends` mixes in the outbox relay's re-sends (fresh event_id and event_timestamp, same
 data).

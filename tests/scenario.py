@@ -9,7 +9,7 @@ from ras.demo import EPOCH, Message, batch_life, with_resends
 
 __all__ = ["EPOCH", "FIXTURES", "Message", "batch_life", "fixture_messages", "with_resends"]
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "contracts" / "fixtures"
 
 
 def fixture_messages(gen: str) -> list[tuple[str, str, bytes, bytes]]:

@@ -117,11 +117,11 @@ def test_digest_ignores_key_order_and_envelope() -> None:
     assert payload_digest("t", a) != payload_digest("u", a)
 
 
-def test_packaged_templates_are_the_shared_fixtures() -> None:
+def test_packaged_templates_are_the_contract_fixtures() -> None:
     from ras.demo import TEMPLATES
     from tests.scenario import FIXTURES
 
     packaged = sorted(p.relative_to(TEMPLATES) for p in TEMPLATES.rglob("*.json"))
     assert packaged, "ras/templates ships the example envelopes the demo generator starts from"
     for path in packaged:
-        assert (TEMPLATES / path).read_bytes() == (FIXTURES / path).read_bytes(), f"{path} drifted from shared/"
+        assert (TEMPLATES / path).read_bytes() == (FIXTURES / path).read_bytes(), f"{path} drifted from contracts/fixtures"
