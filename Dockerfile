@@ -22,19 +22,21 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml itself (no second list to keep in sync): this layer is rebuilt only
-# when pyproject.toml changes, not on every source edit. Every dependency ships manylinux wheels, so no compiler.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt
+# Dependencies first, exactly the runtime lock (`make lock` writes it from pyproject.toml): every version pinned and
+# every file's hash checked, and none of the development extras (embedded servers, test tools). This layer is rebuilt
+# only when the lock changes, not on every source edit. Every dependency ships manylinux wheels, so no compiler.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes --requirement requirements/runtime.txt
 
-# Exactly the packages setuptools is told to include ([tool.setuptools.packages.find]); tests and docs stay out.
+# The project's metadata and exactly the packages setuptools is told to include ([tool.setuptools.packages.find]);
+# tests and docs stay out.
+COPY pyproject.toml ./
 COPY app ./app
 COPY consumer ./consumer
 COPY db ./db
 COPY ras ./ras
 # A regular (non-editable) install: the venv must not point back into /src, which the runtime stage does not have.
+# --no-deps: the dependencies are the lock's, installed above; nothing is resolved here.
 RUN pip install --no-deps . \
     && ras --help > /dev/null
 

@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The locked versions, with hashes (`make lock` writes them from pyproject.toml): runtime.txt is what the Docker image
+# installs, dev.txt adds the `dev` extra (embedded servers, test, lint and type tools) for everything here.
+LOCKS := requirements/runtime.txt requirements/dev.txt
+# Linux, Python 3.11 (the image's); the hashes cover every published file of each pinned version.
+COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 --python-platform linux
 
-.PHONY: install dev test lint typecheck pytest bench clean
+.PHONY: install dev test lint typecheck pytest bench lock lock-upgrade clean
 
-$(STAMP): pyproject.toml
+# Exactly the locked packages (pip refuses any file whose hash differs, and any dependency the lock lacks), then the
+# project itself, editable, without resolving anything.
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --requirement requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +40,17 @@ dev: $(STAMP)
 # Benchmarks (issue 7): not tests, no timing is asserted anywhere. Prints a table, writes bench/results/latest.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Re-resolve the locks after pyproject.toml changed, keeping every pin it still allows; `make lock-upgrade` moves every
+# package to the newest version pyproject.toml allows. The dev set is resolved first and the runtime set within it,
+# so a package both have is the same version in both (tests run what the image runs).
+lock: $(STAMP)
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(COMPILE) $(UPGRADE) --extra dev --output-file requirements/dev.txt
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(COMPILE) $(UPGRADE) --constraints requirements/dev.txt \
+		--output-file requirements/runtime.txt
+
+lock-upgrade:
+	$(MAKE) lock UPGRADE=--upgrade
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

