@@ -44,10 +44,19 @@ What the fast path does, only where it is certainly equivalent:
 
 `tests/api/test_execution_equivalence.py` runs every query of the API test suite through this executor and
 Strawberry's stock one and compares the results byte for byte, and adds cases for each irregular value.
+
+**Checked at start-up.** All of this leans on internals of Strawberry (the names of its resolver functions, its
+field and resolver objects, its directive middleware) and of graphql-core 3.3 (the executor's methods, field
+details), which pyproject.toml fences to the versions the equivalence test has passed. `self_check` verifies, each
+time the schema is built (app/schema.py), that those internals are present with the expected shapes, and runs a
+probe query through this executor and the stock one: the answers must be the same, with the fast path engaged. When
+anything differs (a fence lifted by hand, an internal renamed) the schema logs one warning and executes with
+Strawberry's stock executor: slower on large answers, the same answers.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -55,6 +64,7 @@ from math import isfinite
 from operator import attrgetter
 from typing import Any, TypeVar
 
+import strawberry
 from graphql import (
     GraphQLBoolean,
     GraphQLField,
@@ -568,3 +578,193 @@ async def _gathered(results: Settled, keys: list[Any]) -> Settled:
         for key, value in zip(keys, awaited, strict=True):
             results[key] = value
     return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Start-up check
+# --------------------------------------------------------------------------------------------------------------
+
+# The executor methods the fast path overrides or calls positionally, with their parameters (after `self`) in
+# graphql-core 3.3.
+EXECUTOR_METHODS: dict[str, tuple[str, ...]] = {
+    "execute_fields": ("parent_type", "source_value", "path", "grouped_field_set", "position_context"),
+    "execute_field": ("parent_type", "source", "field_details_list", "path", "position_context"),
+    "build_resolve_info": ("field_def", "field_nodes", "parent_type", "path"),
+    "complete_value": ("return_type", "field_details_list", "info", "path", "result", "position_context"),
+    "complete_awaitable_value": ("return_type", "field_details_list", "info", "path", "result", "position_context"),
+    "handle_field_error": ("raw_error", "return_type", "field_details_list", "path"),
+    "collect_subfields": ("return_type", "field_details_list"),
+    "settle_in_background": ("awaitables",),
+}
+# Attributes read from Strawberry's field and resolver objects and from graphql-core's field details.
+FIELD_ATTRIBUTES = ("base_resolver", "default_resolver", "python_name", "extensions", "is_async", "arguments")
+RESOLVER_ATTRIBUTES = (
+    "is_async",
+    "info_parameter",
+    "self_parameter",
+    "root_parameter",
+    "parent_parameter",
+    "signature",
+    "wrapped_func",
+)
+FIELD_DETAILS_ATTRIBUTES = ("node", "defer_usage", "fragment_variable_values")
+
+
+@dataclass
+class _ProbeRow:
+    name: str
+    children: list[_ProbeRow]
+
+    @property
+    def broken(self) -> str | None:
+        raise ValueError(f"probe {self.name}")
+
+
+@strawberry.type(name="ProbeChild")
+class _ProbeChild:
+    name: str
+
+
+@strawberry.type(name="ProbeItem")
+class _ProbeItem:
+    name: str  # no resolver: Strawberry's basic-field function, read by attribute on the fast path
+    broken: str | None  # raises: reported the same way by both
+    children: list[_ProbeChild]  # objects completed inline
+
+    @strawberry.field
+    def upper(root: _ProbeRow) -> str:  # a resolver of the parent only: called directly
+        return root.name.upper()
+
+    @strawberry.field
+    def where(root: _ProbeRow, info: strawberry.Info) -> str:  # the parent and `info`: called with a built info
+        return f"{info.field_name} {info.path.key} {root.name}"
+
+
+@strawberry.type(name="ProbeQuery")
+class _ProbeQuery:
+    @strawberry.field
+    def items(self) -> list[_ProbeItem]:
+        rows = [_ProbeRow(f"r{n}", [_ProbeRow(f"r{n}.{i}", []) for i in range(2)]) for n in range(2)]
+        return rows  # type: ignore[return-value]  # rows are read as ProbeItems
+
+
+@strawberry.directive(locations=[DirectiveLocation.QUERY], name="probe")
+def _probe_directive(value: str) -> str:
+    """An operation directive, as the app's @consistent: Strawberry then adds the middleware the fast path drops."""
+    return value
+
+
+class _ProbeSchema(strawberry.Schema):
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """The probe's field error is expected; Strawberry would log it."""
+
+
+_PROBE_QUERY = "query Probe { __typename items { __typename name n: name upper where broken children { name } } }"
+# Strawberry's resolver function for each field of ProbeItem, as `_plain_getter` and `_info_resolver` recognise them.
+_PROBE_RESOLVERS = {
+    "name": _BASIC_RESOLVER,
+    "broken": _BASIC_RESOLVER,
+    "children": _BASIC_RESOLVER,
+    "upper": _SYNC_RESOLVER,
+    "where": _SYNC_RESOLVER,
+}
+
+
+def self_check() -> str | None:
+    """None when the fast path can run here; otherwise what is missing or differs, in one line.
+
+    The internals it recognises must be present with the expected shapes, and a probe query (plain fields, resolvers
+    of the parent and of `info`, inline objects, an alias, a field error, an operation directive) must answer the
+    same through `FastExecutionContext` as through Strawberry's stock executor, with the fast path engaged."""
+    try:
+        return _missing_internals() or _probe()
+    except Exception as exc:  # the probe itself failing is a sign of changed internals too
+        return f"the probe failed: {type(exc).__name__}: {exc}"
+
+
+def _missing_internals() -> str | None:
+    for name, expected in EXECUTOR_METHODS.items():
+        method = getattr(StrawberryGraphQLCoreExecutionContext, name, None)
+        if not callable(method):
+            return f"graphql-core's executor has no method {name}"
+        found = tuple(inspect.signature(method).parameters)[1:]
+        if found != expected:
+            return f"graphql-core's {name} takes {found}, not {expected}"
+    if not callable(getattr(StrawberryGraphQLCoreExecutionContext, "is_awaitable", None)):
+        return "graphql-core's executor has no is_awaitable"
+    if not isinstance(getattr(GraphQLCoreConverter, "DEFINITION_BACKREF", None), str):
+        return "Strawberry's GraphQLCoreConverter has no DEFINITION_BACKREF"
+    return None
+
+
+def _outcome(result: Any) -> dict[str, Any]:
+    return {"data": result.data, "errors": [error.formatted for error in result.errors or ()]}
+
+
+def _difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any]:
+    """The first place where two JSON-like values differ, and the values there."""
+    if type(a) is type(b) and isinstance(a, dict) and a.keys() == b.keys():
+        key = next(k for k in a if a[k] != b[k])
+        return _difference(a[key], b[key], f"{path}.{key}")
+    if type(a) is type(b) and isinstance(a, list | tuple) and len(a) == len(b):
+        index = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        return _difference(a[index], b[index], f"{path}[{index}]")
+    return path or ".", a, b
+
+
+def _probe() -> str | None:
+    schema = _ProbeSchema(query=_ProbeQuery, directives=[_probe_directive])
+    schema.execution_context_class = StrawberryGraphQLCoreExecutionContext
+    stock = schema.execute_sync(_PROBE_QUERY)
+    contexts: list[FastExecutionContext] = []
+
+    class Recording(FastExecutionContext):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            contexts.append(self)
+
+    schema.execution_context_class = Recording
+    fast = schema.execute_sync(_PROBE_QUERY)
+    if _outcome(fast) != _outcome(stock):
+        where, on_fast, on_stock = _difference(_outcome(fast), _outcome(stock))
+        return f"a probe query answered {on_fast!r} on the fast path, {on_stock!r} on the stock one, at {where}"
+    if stock.data is None or len(stock.errors or ()) != 2:
+        return f"the probe query answered {_outcome(stock)!r}, not its data with two field errors"
+
+    item_type = schema._schema.get_type("ProbeItem")
+    assert isinstance(item_type, GraphQLObjectType)
+    resolvers = {name: getattr(item_type.fields[name].resolve, "__name__", None) for name in _PROBE_RESOLVERS}
+    if resolvers != _PROBE_RESOLVERS:
+        return f"Strawberry's resolver functions are {resolvers}, not {_PROBE_RESOLVERS}"
+    for name in _PROBE_RESOLVERS:
+        field = (item_type.fields[name].extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        lacking = [a for a in FIELD_ATTRIBUTES if not hasattr(field, a)]
+        resolver = getattr(field, "base_resolver", None)
+        if resolver is not None:
+            lacking += [a for a in RESOLVER_ATTRIBUTES if not hasattr(resolver, a)]
+        if not isinstance(field, StrawberryField) or lacking:
+            return f"Strawberry's field {name} is {type(field).__name__} lacking {lacking}"
+
+    if len(contexts) != 1:
+        return f"the fast executor was built {len(contexts)} times for one probe query"
+    context = contexts[0]
+    if context.middleware_manager is not None:
+        return "Strawberry's directive middleware is not recognised (it would run on every field)"
+    plans = [plan for plan in context.plans.values() if plan.parent_type is item_type]
+    if not plans:
+        return "the fast executor planned no selection of the probe's items"
+    steps = {step.response_name: step for step in plans[0].steps}
+    details = [d for step in plans[0].steps for d in step.field_details]
+    if any(not hasattr(d, a) for d in details for a in FIELD_DETAILS_ATTRIBUTES):
+        return f"graphql-core's field details lack some of {FIELD_DETAILS_ATTRIBUTES}"
+    engaged = {
+        "__typename": steps["__typename"].typename,
+        "name": steps["name"].get is not None,
+        "n": steps["n"].get is not None,
+        "upper": steps["upper"].get is not None,
+        "where": steps["where"].call is not None,
+        "children": steps["children"].objects is not None,
+    }
+    if not all(engaged.values()):
+        return f"the fast path did not engage for {sorted(k for k, v in engaged.items() if not v)} of the probe"
+    return None

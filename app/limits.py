@@ -12,15 +12,15 @@
 String arguments holding U+0000 are refused too: PostgreSQL text cannot store it, so no id can match, and the
 database would answer such a parameter with an error rather than with "nothing found".
 
-Introspection and GraphiQL are switches too (on in development). The values come from settings (`limits_from`);
-the request body size (RAS_MAX_REQUEST_BYTES) is enforced by the endpoint.
+Introspection and GraphiQL are switches too (on in development), and so is the executor (RAS_GRAPHQL_EXECUTOR). The
+values come from settings (`limits_from`); the request body size (RAS_MAX_REQUEST_BYTES) is enforced by the endpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from graphql import (
     DocumentNode,
@@ -68,6 +68,8 @@ class ApiLimits:
     max_nodes: int = 150_000
     introspection: bool = True
     graphiql: bool = True
+    # app/execution.py's fast path (checked at start-up, see app/schema.py), or Strawberry's stock executor.
+    executor: Literal["fast", "stock"] = "fast"
 
 
 def limits_from(settings: Settings) -> ApiLimits:
@@ -84,6 +86,7 @@ def limits_from(settings: Settings) -> ApiLimits:
         batches_page_default=min(DEFAULT_BATCHES_PAGE, settings.max_page_size),
         introspection=settings.introspection,
         graphiql=settings.graphiql,
+        executor=settings.graphql_executor,
     )
 
 

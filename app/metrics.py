@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +23,12 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 GRAPHQL_ERRORS = Counter("ras_api_graphql_errors_total", "GraphQL errors returned, by code.", ["code"])
+GRAPHQL_EXECUTOR = Gauge(
+    "ras_graphql_executor",
+    "1 for the GraphQL executor in use: fast (app/execution.py) or stock (Strawberry's own: RAS_GRAPHQL_EXECUTOR, or "
+    "the fast path's start-up check failed, see the log).",
+    ["executor"],
+)
 
 
 def record_request(endpoint: str, operation: str, status_code: int, seconds: float) -> None:

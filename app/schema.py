@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any, Literal
 
 import strawberry
+import structlog
 from graphql import ASTValidationRule
 from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
@@ -19,7 +22,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 from strawberry.utils.aio import aclosing
 
-from app import execution, resolvers
+from app import metrics, resolvers
 from app.consistency import ConsistencyGate, consistent
 from app.documents import DocumentCache, Documents
 from app.enums import LONG_SCALAR, Long
@@ -27,6 +30,11 @@ from app.errors import ErrorShaping
 from app.limits import ApiLimits, IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
 from app.subscriptions import LiveContext, Subscription, WebSocketOnly
 from app.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
+
+if TYPE_CHECKING:
+    from app.execution import FastExecutionContext
+
+log = structlog.get_logger(__name__)
 
 
 @strawberry.type(description="Read the essay-processing platform's results: batches, essays and phase results.")
@@ -53,7 +61,53 @@ class Query:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Executor:
+    """The executor a schema runs queries with. `reason`: why it is the stock one though the fast one was asked for."""
+
+    name: Literal["fast", "stock"]
+    context_class: type[FastExecutionContext] | None  # None: Strawberry's own
+    reason: str | None = None
+
+
+def choose_executor(wanted: Literal["fast", "stock"]) -> Executor:
+    """app/execution.py's fast path when asked for and its start-up check passes, else Strawberry's stock executor.
+
+    The fast path's module is imported here, guarded: it imports Strawberry's and graphql-core's internals at its
+    top, and one missing must not stop the API, only the fast path."""
+    if wanted == "stock":
+        return Executor("stock", None)
+    try:
+        from app import execution
+    except Exception as exc:
+        return Executor("stock", None, f"app/execution.py cannot be imported: {type(exc).__name__}: {exc}")
+    problem = execution.self_check()
+    if problem is not None:
+        return Executor("stock", None, problem)
+    return Executor("fast", execution.FastExecutionContext)
+
+
+def _announce(executor: Executor) -> None:
+    """One log line naming the executor (a warning when the fast one was asked for but is not used), and a gauge."""
+    for name in ("fast", "stock"):
+        metrics.GRAPHQL_EXECUTOR.labels(name).set(1 if name == executor.name else 0)
+    if executor.reason is None:
+        log.info("graphql executor", executor=executor.name)
+        return
+    log.warning(
+        "graphql fast executor unavailable; serving through Strawberry's stock executor (same answers, slower on "
+        "large ones)",
+        executor=executor.name,
+        reason=executor.reason,
+        strawberry_graphql=version("strawberry-graphql"),
+        graphql_core=version("graphql-core"),
+        hint="run the versions pyproject.toml fences, or set RAS_GRAPHQL_EXECUTOR=stock to choose this knowingly",
+    )
+
+
 class Schema(strawberry.Schema):
+    executor: Executor
+
     def process_errors(self, errors: list[Any], execution_context: ExecutionContext | None = None) -> None:
         """Errors are logged by ErrorShaping, with their correlation id, and only when they are internal."""
 
@@ -98,8 +152,13 @@ async def _closing(source: StreamResult, context: LiveContext) -> StreamResult:
 DOCUMENT_CACHE_SIZE = 256
 
 
-def build_schema(limits: ApiLimits | None = None) -> Schema:
+def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> Schema:
+    """The API's schema, executing with the executor `limits.executor` asks for if it can (see `choose_executor`);
+    `announce`: log which one, and set the `ras_graphql_executor` gauge."""
     limits = limits or ApiLimits()
+    executor = choose_executor(limits.executor)
+    if announce:
+        _announce(executor)
     rules: list[type[ASTValidationRule]] = [depth_rule(limits.max_depth), alias_rule(limits.max_aliases)]
     if not limits.introspection:
         rules.append(IntrospectionDisabled)
@@ -115,20 +174,22 @@ def build_schema(limits: ApiLimits | None = None) -> Schema:
         ConsistencyGate,
         WebSocketOnly,
     ]
-    return Schema(
+    schema = Schema(
         query=Query,
         subscription=Subscription,
         directives=[consistent],
         types=list(PHASE_RESULT_TYPES),
         extensions=extensions,
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
-        execution_context_class=execution.FastExecutionContext,  # app/execution.py: large answers' fast path
+        execution_context_class=executor.context_class,  # app/execution.py: large answers' fast path
     )
+    schema.executor = executor
+    return schema
 
 
 def sdl() -> str:
-    """The schema's SDL as schema.graphql holds it."""
-    return build_schema().as_str() + "\n"
+    """The schema's SDL as schema.graphql holds it (the same whichever executor; printed, so nothing is logged)."""
+    return build_schema(ApiLimits(executor="stock"), announce=False).as_str() + "\n"
 
 
 if __name__ == "__main__":

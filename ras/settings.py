@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     introspection_enabled: bool | None = Field(
         default=None, description="Allow schema introspection queries (default: on in development)."
     )
+    graphql_executor: Literal["fast", "stock"] = Field(
+        default="fast",
+        description="How GraphQL queries execute: `fast` is app/execution.py's fast path, which checks at start-up "
+        "that the Strawberry and graphql-core internals it relies on are there and behave as it expects, and "
+        "otherwise logs a warning and uses `stock` (Strawberry's own executor; same answers, slower on large ones).",
+    )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting a query may use.")
     max_query_tokens: int = Field(default=2_000, ge=10, description="Most lexical tokens a query document may have.")
     max_query_aliases: int = Field(default=30, ge=1, description="Most field aliases a query document may use.")
