@@ -97,10 +97,23 @@ def test_every_declared_dependency_is_installed_within_its_range() -> None:
 # --- declared imports --------------------------------------------------------------------------------------------
 
 
-def imports(path: Path) -> set[str]:
-    """The top-level third-party modules a file imports (anywhere in it, including inside functions)."""
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+
+
+def imports(path: Path, optional: bool = False) -> set[str]:
+    """The top-level third-party modules a file imports (anywhere in it, including inside functions): those it needs,
+    or with `optional` those it only tries (inside a `try` that handles ImportError, as a probe for an extra)."""
+    tried: set[int] = set()
+    nodes = list(ast.walk(ast.parse(path.read_text(), str(path))))
+    for node in nodes:
+        if isinstance(node, ast.Try) and any(
+            isinstance(handler.type, ast.Name) and handler.type.id in IMPORT_ERRORS for handler in node.handlers
+        ):
+            tried |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in nodes:
+        if (id(node) in tried) != optional:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -130,7 +143,16 @@ def undeclared(folders: tuple[str, ...], allowed: set[str], exempt: AbstractSet[
             for module in sorted(imports(path)):
                 if not distributions(module) & allowed:
                     missing.append(f"{relative} imports {module} ({', '.join(sorted(distributions(module)))})")
+            for module in sorted(imports(path, optional=True)):
+                # A probe for an optional package (the devstack extra): declared in some group, maybe not installed.
+                if not module_distributions().get(module, {module.replace("_", "-")}) & declared_anywhere():
+                    missing.append(f"{relative} tries {module}, which no dependency group declares")
     return missing
+
+
+@cache
+def declared_anywhere() -> set[str]:
+    return names("runtime", "devstack", "dev")
 
 
 def test_the_runtime_packages_import_only_runtime_dependencies() -> None:
@@ -147,8 +169,12 @@ def test_tests_benchmarks_and_scripts_import_only_declared_packages() -> None:
 
 def test_the_check_sees_an_undeclared_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nfrom app import x\ndef f():\n    import yaml.loader\n    from graphql import parse\n")
+    sample.write_text(
+        "import os\nfrom app import x\ndef f():\n    import yaml.loader\n    from graphql import parse\n"
+        "try:\n    import psutil\nexcept ImportError:\n    pass\n"
+    )
     assert imports(sample) == {"yaml", "graphql"}
+    assert imports(sample, optional=True) == {"psutil"}
     assert distributions("yaml") == {"pyyaml"} and distributions("graphql") == {"graphql-core"}
 
 
