@@ -124,4 +124,6 @@ def test_packaged_templates_are_the_contract_fixtures() -> None:
     packaged = sorted(p.relative_to(TEMPLATES) for p in TEMPLATES.rglob("*.json"))
     assert packaged, "ras/templates ships the example envelopes the demo generator starts from"
     for path in packaged:
-        assert (TEMPLATES / path).read_bytes() == (FIXTURES / path).read_bytes(), f"{path} drifted from contracts/fixtures"
+        assert (TEMPLATES / path).read_bytes() == (FIXTURES / path).read_bytes(), (
+            f"{path} drifted from contracts/fixtures"
+        )
