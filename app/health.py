@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse
 
 from db.reads import projection_state
 from ras.settings import Settings
+from ras.version import VERSION
 
 SERVICE = "result_aggregator_service"
-VERSION = "1.0.0"
 CHECK_TIMEOUT_SECONDS = 1.0
 Probe = Callable[[], Awaitable[Any]]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from app import rest_params
 from app.status import BATCH_STATUSES, CLIENT_STATUSES, PHASES, PROCESSING_STAGES
+from ras.version import VERSION
 
 Json = dict[str, Any]
 
@@ -327,7 +328,7 @@ def document() -> Json:
         "openapi": "3.1.0",
         "info": {
             "title": "Result Aggregator Service: REST compatibility API",
-            "version": "2.0.0",
+            "version": VERSION,  # the package's: the checked-in copy is compared without it
             "description": "The original service's REST routes in their gen 2 shape, served by RAS for existing "
             "callers. Details and decisions: docs/rest.md. Unknown query parameters are ignored.",
         },
@@ -345,10 +346,14 @@ def document() -> Json:
     }
 
 
+def render(doc: Json) -> bytes:
+    """A document as served and as checked in: indented JSON, one trailing newline."""
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
 @cache
 def document_bytes() -> bytes:
-    """The document as served and as checked in: indented JSON, one trailing newline."""
-    return (json.dumps(document(), indent=2, ensure_ascii=False) + "\n").encode()
+    return render(document())
 
 
 if __name__ == "__main__":
