@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
+from uvicorn.config import STARTUP_FAILURE
 
 from app import graphiql, metrics, rest
 from app.cache import QueryCache
@@ -19,9 +22,13 @@ from app.health import Health
 from app.limits import ApiLimits, limits_from
 from app.schema import build_schema
 from db.engine import create_engine
+from ras.failures import database, reaching
+from ras.http_server import listen
 from ras.prometheus import metrics_endpoint
 from ras.settings import Settings
 from ras.wait import wait_for
+
+log = structlog.get_logger(__name__)
 
 GRAPHQL_PATH = "/graphql"
 # A request must not hang on a database that accepts connections but never answers.
@@ -108,15 +115,41 @@ async def _connected_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+async def _database_answers(settings: Settings) -> None:
+    """Wait for the database as the lifespan will, but before uvicorn starts: a database that never answers is then
+    reported in one line by `ras serve` instead of as a failed ASGI lifespan."""
+    engine = await _connected_engine(settings)
+    await engine.dispose()
+
+
 def serve(settings: Settings) -> None:
     """Run the API until SIGTERM/SIGINT (what `ras serve` does); uvicorn then stops accepting connections and
-    lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS."""
-    cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
-    events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
-    uvicorn.run(
-        create_app(settings, cache=cache, events=events),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
+    lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS.
+
+    The port is bound first, so a taken one is reported at once (`PortUnavailable`); then the database is waited
+    for (a `CommandFailure` when it does not answer). uvicorn logs through the process's logging (`log_config=None`:
+    no handlers of its own), so its lines are JSON like every other.
+    """
+    sock = listen(settings.host, settings.port, "--port (RAS_PORT)", "--host (RAS_HOST)")
+    try:
+        cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
+        events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
+        config = uvicorn.Config(
+            create_app(settings, cache=cache, events=events),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
+        server = uvicorn.Server(config)
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            with reaching(database(settings.database_url)):
+                runner.run(_database_answers(settings))
+            log.info("API listening", host=settings.host, port=settings.port)
+            runner.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+    if not server.started:
+        # The lifespan failed after the database had answered; uvicorn has logged why.
+        raise SystemExit(STARTUP_FAILURE)

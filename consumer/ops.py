@@ -51,4 +51,6 @@ def ops_app(engine: AsyncEngine, assigned: Callable[[], bool]) -> Starlette:
 
 
 def ops_server(app: Starlette, host: str, port: int) -> TaskServer:
-    return TaskServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    """The consumer's ops server; its lines go through the process's logging (`log_config=None`)."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning", lifespan="off")
+    return TaskServer(config)

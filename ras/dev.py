@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 
 import structlog
 import uvicorn
@@ -28,9 +29,10 @@ from consumer.topics import ALL_TOPICS
 from db.migrate import upgrade_async
 from ras import embedded
 from ras.demo import demo_stream
-from ras.http_server import TaskServer
+from ras.failures import broker, database, reaching
+from ras.http_server import TaskServer, listen
 from ras.produce import produce
-from ras.settings import Settings
+from ras.settings import Settings, configuration_error, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -78,26 +80,38 @@ def _banner(settings: Settings) -> str:
     )
 
 
+def _api_socket(port: int | None) -> socket.socket:
+    """The API's port, bound before any server starts: a taken one is reported at once (`PortUnavailable`), as is
+    any invalid variable (`ConfigurationError`; the database URL is checked once the servers are known)."""
+    configured = load_settings(database=False)
+    return listen(configured.host, configured.port if port is None else port, "--port (RAS_PORT)")
+
+
 async def run_dev(port: int | None, batches: int, rate: float | None, progress: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with contextlib.AsyncExitStack() as stack:
-        urls = await _servers(stack)
-        overrides: dict[str, object] = {**urls, "environment": "development"}
-        if port is not None:
-            overrides["port"] = port
-        try:
-            settings = Settings(**overrides)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            raise SystemExit(f"invalid configuration: {exc}") from None
-        await upgrade_async(settings.database_url)
-        await embedded.create_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, partitions=4)
-        await _run(settings, stop, batches, rate, progress)
+    with _api_socket(port) as sock:
+        async with contextlib.AsyncExitStack() as stack:
+            urls = await _servers(stack)
+            overrides: dict[str, object] = {**urls, "environment": "development"}
+            if port is not None:
+                overrides["port"] = port
+            try:
+                settings = Settings(**overrides)  # type: ignore[arg-type]
+            except ValidationError as exc:
+                raise configuration_error(exc) from None
+            with reaching(database(settings.database_url)):
+                await upgrade_async(settings.database_url)
+            with reaching(broker(settings.kafka_bootstrap_servers)):
+                await embedded.create_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, partitions=4)
+            await _run(settings, sock, stop, batches, rate, progress)
 
 
-async def _run(settings: Settings, stop: asyncio.Event, batches: int, rate: float | None, progress: bool) -> None:
+async def _run(
+    settings: Settings, sock: socket.socket, stop: asyncio.Event, batches: int, rate: float | None, progress: bool
+) -> None:
     from db.engine import create_projection_engine
 
     engine = create_projection_engine(settings.database_url, pool_size=settings.database_pool_size)
@@ -111,10 +125,11 @@ async def _run(settings: Settings, stop: asyncio.Event, batches: int, rate: floa
             create_app(settings, cache=QueryCache.from_settings(settings), events=EventHub.from_settings(settings)),
             host=settings.host,
             port=settings.port,
+            log_config=None,
             log_level="warning",
         )
     )
-    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(api.serve())]
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(api.serve(sockets=[sock]))]
     try:
         while not api.started:
             if tasks[1].done():

@@ -1,18 +1,35 @@
 """The service's one configuration object, read from `RAS_*` environment variables.
 
 Both the API and the consumer build a `Settings` at start-up; a missing or invalid variable stops the process with a
-message naming it (see `load_settings`).
+message naming it and the expected form (see `load_settings`).
 """
 
 from __future__ import annotations
 
-import sys
+import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ras.failures import ConfigurationError
 
 ENV_PREFIX = "RAS_"
+
+DATABASE_URL_FORM = "postgresql+asyncpg://user:pass@host:5432/dbname"
+# Common DATABASE_URL spellings (Heroku, docker images, libpq tools) name no driver; this service uses asyncpg.
+_DATABASE_SCHEME = "postgresql+asyncpg"
+_DATABASE_ALIASES = ("postgresql", "postgres")
+REDIS_URL_FORM = "redis://host:6379/0 (or rediss:// for TLS, unix:///path/to/redis.sock)"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+KAFKA_BOOTSTRAP_FORM = "comma-separated host:port, e.g. kafka-1:9092,kafka-2:9092"
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+):(\d{1,5})")
+# What a missing required variable should look like, in the message that says it is missing.
+_EXPECTED = {"database_url": DATABASE_URL_FORM}
 
 
 class Settings(BaseSettings):
@@ -21,11 +38,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     database_url: str = Field(
-        description="SQLAlchemy URL of the PostgreSQL database (asyncpg driver), "
-        "e.g. postgresql+asyncpg://user:pass@host:5432/ras.",
+        description="URL of the PostgreSQL database, e.g. postgresql+asyncpg://user:pass@host:5432/ras. The common "
+        "DATABASE_URL forms postgresql://… and postgres://… work too: they are read as postgresql+asyncpg://… "
+        "(the service always uses the asyncpg driver; another driver or database is refused at start).",
     )
     kafka_bootstrap_servers: str = Field(
-        default="localhost:9092", description="Comma-separated Kafka bootstrap servers."
+        default="localhost:9092", description="Comma-separated Kafka bootstrap servers, each host:port."
     )
     kafka_group_id: str = Field(default="result_aggregator_group", description="Kafka consumer group id.")
     kafka_client_id: str = Field(default="result-aggregator-consumer", description="Kafka client id.")
@@ -52,7 +70,10 @@ class Settings(BaseSettings):
         ge=1_024,
         description="Largest record value the consumer parses; a larger one is quarantined unread.",
     )
-    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis URL for the query cache.")
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="Redis URL for the query cache and live updates: redis://, rediss:// (TLS) or unix://.",
+    )
     internal_api_key: SecretStr = Field(
         default=SecretStr("dev-internal-api-key"),
         description="Shared secret callers send in X-Internal-API-Key. Change it in production.",
@@ -130,7 +151,11 @@ class Settings(BaseSettings):
     consumer_metrics_port: int = Field(
         default=9096, ge=0, le=65535, description="Port of the consumer's /metrics endpoint (0 disables it)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level of every logger of the process (JSON lines on stderr; Alembic's own INFO chatter only "
+        "at DEBUG). DEBUG also prints the traceback behind a command's one-line failure message, as --debug does.",
+    )
     database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the database pool.")
 
     @field_validator("allowed_service_ids", mode="before")
@@ -138,6 +163,46 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme, separator, rest = value.partition("://")
+        if separator and scheme in _DATABASE_ALIASES:
+            value = f"{_DATABASE_SCHEME}://{rest}"
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise _invalid("not a URL", DATABASE_URL_FORM) from None
+        if url.get_backend_name() != "postgresql":
+            raise _invalid(f"scheme {url.get_backend_name()}:// is not PostgreSQL", DATABASE_URL_FORM)
+        if url.drivername != _DATABASE_SCHEME:
+            raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError:
+            raise _invalid("not a URL", REDIS_URL_FORM) from None
+        if parts.scheme not in _REDIS_SCHEMES:
+            raise _invalid(f"scheme {parts.scheme or '(none)'}:// is not Redis", REDIS_URL_FORM)
+        if parts.scheme == "unix" and not parts.path:
+            raise _invalid("unix:// without a socket path", REDIS_URL_FORM)
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            match = _HOST_PORT.fullmatch(server.strip())
+            if match is None or not 0 < int(match.group(1)) < 65536:
+                entry = repr(server.strip()) if server.strip() else "an empty entry"
+                raise _invalid(f"{entry} is not host:port", KAFKA_BOOTSTRAP_FORM)
         return value
 
     @property
@@ -149,13 +214,34 @@ class Settings(BaseSettings):
         return self.environment == "development" if self.introspection_enabled is None else self.introspection_enabled
 
 
-def load_settings() -> Settings:
-    """Build the settings or exit with one line per bad variable, named as the operator sets it."""
+def _invalid(problem: str, expected: str) -> PydanticCustomError:
+    context = {"problem": problem, "expected": expected}
+    return PydanticCustomError("ras_setting", "{problem}; expected {expected}", context)
+
+
+def configuration_error(exc: ValidationError) -> ConfigurationError:
+    """One line per bad variable, named as the operator sets it: `invalid configuration: RAS_PORT: …`."""
+    lines = []
+    for error in exc.errors():
+        field = "_".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "missing":
+            expected = _EXPECTED.get(field)
+            message = "not set" + (f"; expected {expected}" if expected else "")
+        lines.append(f"invalid configuration: {ENV_PREFIX}{field.upper()}: {message}")
+    return ConfigurationError("\n".join(lines))
+
+
+# Stands in for RAS_DATABASE_URL in a command that never connects to the database (`ras produce-demo`).
+UNUSED_DATABASE_URL = "postgresql+asyncpg://unused.invalid/unused"
+
+
+def load_settings(*, database: bool = True) -> Settings:
+    """Build the settings from the environment, or raise the `ConfigurationError` that names every bad variable.
+
+    `database=False`: for a command that needs no database, RAS_DATABASE_URL is neither required nor read.
+    """
     try:
-        return Settings()
+        return Settings() if database else Settings(database_url=UNUSED_DATABASE_URL)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"  {name}: {error['msg']}")
-        sys.exit("invalid configuration:\n" + "\n".join(lines))
+        raise configuration_error(exc) from None
