@@ -33,11 +33,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnected as SendAfterClose
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -98,7 +100,8 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
         # Strawberry would send this endpoint's orjson bytes as binary frames.
         try:
             await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
+        except (WebSocketDisconnect, SendAfterClose) as exc:
+            # SendAfterClose: an operation finished after its connection had ended (the client left meanwhile).
             raise WebSocketDisconnected from exc
 
     async def close(self, code: int, reason: str) -> None:
@@ -108,8 +111,34 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.close(code=code, reason=reason)
 
 
+def client_went_away(error: BaseException) -> bool:
+    """Whether `error` (or one it was raised from) is the peer having closed the connection: a WebSocket send after
+    the client left (the server's ClientDisconnected → Starlette's WebSocketDisconnect, or Starlette's
+    WebSocketDisconnected once the connection has ended → Strawberry's WebSocketDisconnected), or an HTTP body the
+    client stopped sending."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, WebSocketDisconnected | WebSocketDisconnect | SendAfterClose | ClientDisconnect):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
+    async def handle_task_exception(self, error: Exception) -> None:
+        # An operation whose client left while its result was being sent: nothing went wrong on this side, and
+        # Strawberry would log the whole chain of disconnect exceptions as an error.
+        if client_went_away(error):
+            log.debug("websocket client disconnected during an operation", error=type(error).__name__)
+            return
+        await super().handle_task_exception(error)
+
+
 class GraphQLEndpoint(GraphQL[RequestContext, None]):
     websocket_adapter_class = _WebSocketAdapter
+    graphql_transport_ws_handler_class = _TransportWSHandler
 
     def __init__(
         self,
@@ -151,14 +180,17 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         headers = _Headers(scope)
         correlation = correlation_id(headers)
         try:
-            response = await self._respond(request, body, headers, correlation)
-        except _BodyTooLarge:
-            response = _too_large(self.limits.max_request_bytes, correlation)
-        if isinstance(response, bytes):
-            await _send_json(send, response, correlation)
-            return
-        response.headers[CORRELATION_HEADER] = correlation
-        await response(scope, receive, send)
+            try:
+                response = await self._respond(request, body, headers, correlation)
+            except _BodyTooLarge:
+                response = _too_large(self.limits.max_request_bytes, correlation)
+            if isinstance(response, bytes):
+                await _send_json(send, response, correlation)
+                return
+            response.headers[CORRELATION_HEADER] = correlation
+            await response(scope, receive, send)
+        except ClientDisconnect:  # the client left mid-request: nothing to answer, nothing went wrong here
+            log.debug("client disconnected", path=scope["path"], method=scope["method"], correlation_id=correlation)
 
     async def _respond(self, request: Request, body: _Body, headers: _Headers, correlation: str) -> Response | bytes:
         """The response, or the body of a 200 JSON answer that holds a cacheable result (sent without a Response)."""

@@ -37,6 +37,7 @@ class ReadSession:
         self._breaker = breaker
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
         self.unavailable = False
 
     async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -67,6 +68,12 @@ class ReadSession:
 
     async def _run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._lock:
+            if self._closed:
+                # A read that outlived its request: a loader's batch runs in a task of its own, which goes on when
+                # the operation that wanted it was cancelled (its client left). Nobody would close a snapshot opened
+                # now, so the read gets a connection for itself alone.
+                async with self._engine.connect() as conn:
+                    return await read(conn)
             if self._conn is None:
                 conn = await self._engine.connect()
                 try:
@@ -79,13 +86,17 @@ class ReadSession:
             return await read(self._conn)
 
     async def close(self) -> None:
-        """End the snapshot and return the connection to the pool. Safe to call when nothing was read."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.rollback()
-            except Exception as exc:
-                if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
-                    raise
-            finally:
-                await conn.close()
+        """End the snapshot and return the connection to the pool. Safe to call when nothing was read, and more than
+        once. A read still in flight in another task (a loader's batch) is waited for: closed before it had opened
+        the connection, the connection would be left to the garbage collector."""
+        async with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    await conn.rollback()
+                except Exception as exc:
+                    if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
+                        raise
+                finally:
+                    await conn.close()
