@@ -82,7 +82,7 @@ async def test_positions_wake_waits_and_a_resync_wakes_every_subscriber(settings
 async def test_the_publisher_fails_open_and_resyncs_once_redis_is_back(
     redis_url: str, prefix: str, proxy: Proxy, engine: Any
 ) -> None:
-    settings = live_settings("unused", proxy.url, prefix, redis_timeout_seconds=0.1)
+    settings = live_settings("postgresql+asyncpg://unused/unused", proxy.url, prefix, redis_timeout_seconds=0.1)
     publisher = Publisher.from_settings(settings, engine)
     listener = Redis.from_url(redis_url).pubsub()
     await listener.subscribe(publisher._layout.positions_channel)
@@ -115,7 +115,9 @@ async def test_the_publisher_fails_open_and_resyncs_once_redis_is_back(
 
 
 async def test_the_listener_reconnects_and_tells_subscribers_to_resync(settings: Settings, proxy: Proxy) -> None:
-    hub = EventHub.from_settings(live_settings("unused", proxy.url, settings.cache_prefix), ping_interval=0.2)
+    hub = EventHub.from_settings(
+        live_settings("postgresql+asyncpg://unused/unused", proxy.url, settings.cache_prefix), ping_interval=0.2
+    )
     await hub.start()
     try:
         async with asyncio.timeout(5):
