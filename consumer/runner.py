@@ -78,6 +78,11 @@ class ProjectionConsumer:
         """Ask the loop to finish the transaction in hand, leave the group and return."""
         self._stop.set()
 
+    async def close(self) -> None:
+        """Release the Kafka client; for a consumer whose `run` never started (its process gave up waiting for a
+        dependency), which aiokafka would otherwise report as unclosed. After `run`, it does nothing."""
+        await self._kafka.stop()
+
     async def run(self) -> None:
         listener = PositionListener(
             self._kafka,

@@ -88,6 +88,7 @@ async def _consume(settings: Settings) -> None:
             await publisher.resync()  # likewise for the last run's publications: subscribers re-read
         await consumer.run()
     finally:
+        await consumer.close()
         if ops is not None and ops_task is not None:
             ops.should_exit = True
             await ops_task

@@ -2,7 +2,8 @@
 
 Each case runs `python -m ras.cli` as a subprocess with a clean environment (no RAS_* variable but the ones the
 case sets), so what is checked is exactly what an operator sees. Configuration errors exit with 2, failures to
-connect or to listen with 1; every other line on stderr is a JSON log line.
+connect or to listen with 1; every other line on stderr is a JSON log line (waiting for a dependency, say), none of
+them an error.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def failure_line(result: subprocess.CompletedProcess[str], exit_code: int) -> st
     output = result.stdout + result.stderr
     assert result.returncode == exit_code, output
     assert "Traceback" not in output, output
-    json_lines(result.stderr)  # the log lines, if any, parse
+    errors = [entry for entry in json_lines(result.stderr) if entry["level"] in ("error", "critical")]
+    assert not errors, f"the failure is said once, not also logged as an error: {errors}"
     lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
     assert len(lines) == 1, f"expected one line besides the JSON logs, got:\n{result.stderr}"
     assert lines[0].startswith("ras: ")
