@@ -211,6 +211,13 @@ def test_debug_adds_the_traceback(args: list[str], level: str, unreachable_datab
     assert result.stderr.rstrip().splitlines()[-1].startswith("ras: cannot connect to the database at")
 
 
+def test_rebuild_gives_up_on_an_unreachable_database_in_one_line(unreachable_database: str) -> None:
+    line = failure_line(
+        ras("rebuild", "--no-progress", env=clean_env(RAS_DATABASE_URL=unreachable_database, **FAST)), 1
+    )
+    assert line.startswith("ras: cannot connect to the database at 127.0.0.1:")
+
+
 # --- ports -------------------------------------------------------------------------------------------------------
 
 
@@ -272,3 +279,8 @@ async def test_migrate_logs_only_json_and_no_alembic_chatter(empty_database: str
     for line in result.stderr.splitlines():
         json.loads(line)  # every line of stderr is one JSON object
     assert "setup plugin" not in result.stderr
+    # At DEBUG Alembic says everything, still as JSON lines.
+    result = ras("migrate", env=clean_env(RAS_DATABASE_URL=empty_database, RAS_LOG_LEVEL="DEBUG"))
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(str(entry["logger"]).startswith("alembic") for entry in entries)
