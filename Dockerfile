@@ -34,6 +34,8 @@ COPY pyproject.toml ./
 COPY app ./app
 COPY consumer ./consumer
 COPY db ./db
+COPY infra ./infra
+COPY devstack ./devstack
 COPY ras ./ras
 # A regular (non-editable) install: the venv must not point back into /src, which the runtime stage does not have.
 # --no-deps: the dependencies are the lock's, installed above; nothing is resolved here.

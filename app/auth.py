@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ras.settings import Settings
+from infra.settings import Settings
 
 API_KEY_HEADER = "X-Internal-API-Key"
 SERVICE_HEADER = "X-Service-ID"

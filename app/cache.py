@@ -1,7 +1,7 @@
 """Whole-result cache in Redis: a result is stored under a key of the request and indexed under the tags it read.
 
 The consumer evicts tags after each commit (consumer/eviction.py); this module looks results up, runs the query on a
-miss and stores what it got, unless a concurrent eviction may have made it stale. Layout: ras/cache_keys.py.
+miss and stores what it got, unless a concurrent eviction may have made it stale. Layout: infra/cache_keys.py.
 
 Why no stale result is ever stored
 ----------------------------------
@@ -55,9 +55,9 @@ from graphql import GraphQLError, parse, print_ast
 from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError, RedisError
 
-from ras import cache_keys as ck
-from ras.breaker import CircuitBreaker
-from ras.settings import Settings
+from infra import cache_keys as ck
+from infra.breaker import CircuitBreaker
+from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

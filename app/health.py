@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from db.reads import projection_state
-from ras.settings import Settings
-from ras.version import VERSION
+from infra.settings import Settings
+from infra.version import VERSION
 
 SERVICE = "result_aggregator_service"
 CHECK_TIMEOUT_SECONDS = 1.0

@@ -47,7 +47,7 @@ from graphql.language import Visitor, visit
 from strawberry.extensions import SchemaExtension
 
 from app.errors import BAD_USER_INPUT, FORBIDDEN, LIMIT_EXCEEDED, BadUserInput, LimitExceeded
-from ras.settings import Settings
+from infra.settings import Settings
 
 DEFAULT_BATCHES_PAGE = 20
 
@@ -68,7 +68,8 @@ class ApiLimits:
     max_nodes: int = 150_000
     introspection: bool = True
     graphiql: bool = True
-    # app/execution.py's fast path (checked at start-up, see app/schema.py), or Strawberry's stock executor.
+    # app/graphql/execution.py's fast path (checked at start-up, see app/graphql/schema.py), or Strawberry's stock
+    # executor.
     executor: Literal["fast", "stock"] = "fast"
 
 

@@ -14,19 +14,20 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from uvicorn.config import STARTUP_FAILURE
 
-from app import graphiql, metrics, rest
+from app import graphiql, metrics
 from app.cache import QueryCache
-from app.endpoint import GraphQLEndpoint
-from app.events import EventHub
+from app.graphql.endpoint import GraphQLEndpoint
+from app.graphql.schema import build_schema
 from app.health import Health
 from app.limits import ApiLimits, limits_from
-from app.schema import build_schema
+from app.live import EventHub
+from app.rest import routes as rest
 from db.engine import create_engine
-from ras.failures import database, reaching
-from ras.http_server import listen
-from ras.prometheus import metrics_endpoint
-from ras.settings import Settings
-from ras.wait import wait_for
+from infra.failures import database, reaching
+from infra.http_server import listen
+from infra.prometheus import metrics_endpoint
+from infra.settings import Settings
+from infra.wait import wait_for
 
 log = structlog.get_logger(__name__)
 

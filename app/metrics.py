@@ -25,7 +25,8 @@ REQUEST_SECONDS = Histogram(
 GRAPHQL_ERRORS = Counter("ras_api_graphql_errors_total", "GraphQL errors returned, by code.", ["code"])
 GRAPHQL_EXECUTOR = Gauge(
     "ras_graphql_executor",
-    "1 for the GraphQL executor in use: fast (app/execution.py) or stock (Strawberry's own: RAS_GRAPHQL_EXECUTOR, or "
+    "1 for the GraphQL executor in use: fast (app/graphql/execution.py) or stock (Strawberry's own: "
+    "RAS_GRAPHQL_EXECUTOR, or "
     "the fast path's start-up check failed, see the log).",
     ["executor"],
 )

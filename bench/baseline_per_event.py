@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.apply import project, write_rows
-from consumer.decode import Record
-from consumer.topics import ALL_TOPICS
+from consumer.pure.decode import Record
+from consumer.pure.topics import ALL_TOPICS
 
 MAX_BYTES = 1_048_576
 

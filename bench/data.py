@@ -1,6 +1,6 @@
 """Read-side bench data: realistic events projected through the real consumer code, and apps over them.
 
-Rows are never written by hand: events from ras.demo (the platform's own payloads with new ids) go through
+Rows are never written by hand: events from devstack.demo (the platform's own payloads with new ids) go through
 `consumer.apply.apply_records`, as `ras consume` would apply them.
 """
 
@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from strawberry.schema.schema import Schema, StrawberryGraphQLCoreExecutionContext
 
-from app.endpoint import GraphQLEndpoint
+from app.graphql.endpoint import GraphQLEndpoint
 from consumer.apply import apply_records
-from consumer.decode import Record
-from ras.demo import EPOCH, Message, batch_life, pipeline_completed, registered, slot_assigned, spellchecked
-from ras.settings import Settings
+from consumer.pure.decode import Record
+from devstack.demo import EPOCH, Message, batch_life, pipeline_completed, registered, slot_assigned, spellchecked
+from infra.settings import Settings
 
 API_KEY = "bench-internal-key"
 SERVICE_ID = "api-gateway-service"
@@ -123,7 +123,7 @@ def graphql_endpoint(app: Starlette) -> GraphQLEndpoint:
 
 
 def use_stock_executor(app: Starlette) -> None:
-    """Make the app's schema execute with Strawberry's own executor instead of app/execution.py's."""
+    """Make the app's schema execute with Strawberry's own executor instead of app/graphql/execution.py's."""
     schema = graphql_endpoint(app).schema
     assert isinstance(schema, Schema)
     schema.execution_context_class = StrawberryGraphQLCoreExecutionContext

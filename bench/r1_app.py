@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.cache import QueryCache
-from app.events import EventHub
+from app.live import EventHub
 from app.main import create_app
-from ras import cache_keys as ck
-from ras.settings import Settings
+from infra import cache_keys as ck
+from infra.settings import Settings
 
 BARE_PATH = "/bare"
 BARE_KEY = "bench:r1:bare"

@@ -14,7 +14,7 @@ The baseline is what a hand-written endpoint would do: the same rows fetched wit
 REPEATABLE READ transaction, built into dicts by hand and serialized with orjson. Both answers must be the same
 bytes (checked once per run), so neither side can win by answering something else. Target: GraphQL ≤ 3× baseline.
 
-Also reported: R2 with Strawberry's stock executor instead of app/execution.py's, for the fast path's effect.
+Also reported: R2 with Strawberry's stock executor instead of app/graphql/execution.py's, for the fast path's effect.
 Each repetition alternates the contenders request by request and keeps the median time of each; the reported
 figure is the median over repetitions, with their spread.
 """
@@ -34,9 +34,9 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import status as app_status
-from app.enums import BatchClientStatus, BatchStatus, PhaseName, ProcessingStage
+from app.graphql.enums import BatchClientStatus, BatchStatus, PhaseName, ProcessingStage
 from app.main import create_app
+from app.reads import status as app_status
 from bench.common import Context, Result, asyncpg_dsn, ratios
 from bench.data import HEADERS, big_batch, project, settings, use_stock_executor, user_batches
 from db.engine import create_engine

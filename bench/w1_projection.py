@@ -48,9 +48,9 @@ import orjson
 
 from bench import baseline_per_event
 from bench.common import MIB, Context, PeakRss, Result, asyncpg_dsn, ratios
-from ras.demo import EPOCH, Message, batch_life, with_resends
-from ras.produce import Offsets
-from ras.produce import send_all as produce
+from devstack.demo import EPOCH, Message, batch_life, with_resends
+from devstack.produce import Offsets
+from devstack.produce import send_all as produce
 
 NAME = "W1"
 TITLE = "projection throughput (+ M1 consumer memory)"

@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.batch_state import BatchState, Fact, derive
-from consumer.decode import PoisonMessage, Record, decode
-from consumer.projection import Rows, rows_for
+from consumer.pure.batch_state import BatchState, Fact, derive
+from consumer.pure.decode import PoisonMessage, Record, decode
+from consumer.pure.mapping import Rows, rows_for
 from db import writes
 from db.positions import lock_positions
 

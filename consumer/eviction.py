@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumer.apply import Applied
-from ras import cache_keys as ck
-from ras.settings import Settings
+from infra import cache_keys as ck
+from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,9 @@
 """Telling the API processes, after each commit, what the transaction changed: the source of live updates.
 
-The consumer publishes on Redis pub/sub (channel names in ras/cache_keys.py), once per committed transaction and
+The consumer publishes on Redis pub/sub (channel names in infra/cache_keys.py), once per committed transaction and
 in one round trip: a message per changed batch (`P:events:batch:{id}`), per owner of a changed batch
 (`P:events:user:{id}`), and the committed positions (`P:events:positions`). Every API process listens
-(app/events.py) and wakes the subscriptions and read-your-writes waits concerned, which then re-read the database:
+(app/live.py) and wakes the subscriptions and read-your-writes waits concerned, which then re-read the database:
 a message says only *that* something changed, never what, so a lost or duplicated message cannot make an answer
 wrong, only late or repeated.
 
@@ -31,8 +31,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.apply import Applied
-from ras import cache_keys as ck
-from ras.settings import Settings
+from infra import cache_keys as ck
+from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 OnApplied = Callable[[Applied], Awaitable[None]]

@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from db.reads import projection_state
-from ras.http_server import TaskServer
-from ras.prometheus import metrics_endpoint
+from infra.http_server import TaskServer
+from infra.prometheus import metrics_endpoint
 
 CHECK_TIMEOUT_SECONDS = 1.0
 

@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
 from consumer.apply import Applied, Projection, apply_delivered, project, quarantine_records
-from consumer.decode import Record
 from consumer.offsets import PositionListener
-from consumer.topics import ALL_TOPICS
+from consumer.pure.decode import Record
+from consumer.pure.topics import ALL_TOPICS
 from db.errors import is_data_error, is_transient
 from db.positions import load_positions
-from ras.backoff import Backoff
-from ras.settings import Settings
+from infra.backoff import Backoff
+from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

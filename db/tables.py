@@ -51,7 +51,7 @@ class Batch(Base):
     registration_digest: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
-    # Derived from facts by consumer.batch_state; never written by an event directly.
+    # Derived from facts by consumer.pure.batch_state; never written by an event directly.
     status: Mapped[str] = mapped_column(Text)
     completed_essay_count: Mapped[int] = mapped_column(Integer)
     failed_essay_count: Mapped[int] = mapped_column(Integer)

@@ -2,7 +2,7 @@
 
 A command that cannot do its job because of something the operator can fix (a setting, a server that does not
 answer, a port in use, a missing optional extra) says so in one line per problem on stderr, `ras: …`, and exits
-with status 1 (2 for configuration); `--debug` or RAS_LOG_LEVEL=DEBUG adds the traceback. See ras/failures.py.
+with status 1 (2 for configuration); `--debug` or RAS_LOG_LEVEL=DEBUG adds the traceback. See infra/failures.py.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ras.failures import CommandFailure, ConfigurationError, broker, database, reaching
-from ras.http_server import PortUnavailable, listen
-from ras.logs import configure_logging
-from ras.settings import Settings, load_settings
-from ras.version import VERSION
+from infra.failures import CommandFailure, ConfigurationError, broker, database, reaching
+from infra.http_server import PortUnavailable, listen
+from infra.logs import configure_logging
+from infra.settings import Settings, load_settings
+from infra.version import VERSION
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +114,7 @@ def _ops_socket(settings: Settings) -> socket.socket | None:
 async def _wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> None:
     from sqlalchemy import text
 
-    from ras.wait import wait_for
+    from infra.wait import wait_for
 
     async def probe_database() -> None:
         async with engine.connect() as conn:
@@ -127,7 +127,7 @@ async def _wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> Non
 
 
 async def _wait_for_broker(settings: Settings) -> None:
-    from ras.wait import broker_answers, wait_for
+    from infra.wait import broker_answers, wait_for
 
     bootstrap = settings.kafka_bootstrap_servers
     with reaching(broker(bootstrap)):
@@ -135,7 +135,7 @@ async def _wait_for_broker(settings: Settings) -> None:
 
 
 def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from ras.produce import produce_demo
+    from devstack.produce import produce_demo
 
     async def run() -> int:
         await _wait_for_broker(settings)
@@ -161,7 +161,7 @@ async def _quarantine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _quarantine_action(settings: Settings, args: argparse.Namespace, engine: AsyncEngine) -> int:
-    from consumer.replay import replay
+    from consumer.tools.replay import replay
     from db.quarantine import list_quarantined
 
     if args.action == "list":
@@ -183,7 +183,7 @@ async def _quarantine_action(settings: Settings, args: argparse.Namespace, engin
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.rebuild import RebuildError, rebuild
+    from consumer.tools.rebuild import RebuildError, rebuild
     from db.engine import create_engine
 
     engine = create_engine(settings.database_url, pool_size=1)
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "dev":  # builds its settings once its servers are up
         _require_devstack("dev")
-        from ras.dev import run_dev
+        from devstack.dev import run_dev
 
         configure_logging("WARNING", renderer="console")
         asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress))

@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from websockets.sync.client import ClientConnection, connect
 
 from app.main import create_app
-from ras.settings import Settings
+from infra.settings import Settings
 
 API_KEY = "graphiql-check-key"
 SERVICE_ID = "admin-dashboard-service"

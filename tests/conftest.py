@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.topics import ALL_TOPICS
+from consumer.pure.topics import ALL_TOPICS
 from db.engine import create_engine
 from db.migrate import upgrade_async
-from tests import servers
+from tests.helpers import servers
 
 if TYPE_CHECKING:
-    from ras.embedded import PostgresProcess
+    from devstack.embedded import PostgresProcess
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def postgres_server_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from ras.embedded import PostgresProcess
+    from devstack.embedded import PostgresProcess
 
     with PostgresProcess() as server:
         yield server.url_for("postgres")
@@ -64,7 +64,7 @@ def redis_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from ras.embedded import RedisProcess
+    from devstack.embedded import RedisProcess
 
     with RedisProcess() as server:
         yield server.url
@@ -81,7 +81,7 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
         await servers.recreate_topics(configured, ALL_TOPICS, partitions=4)
         yield configured
         return
-    from ras.embedded import KafkaProcess, create_topics
+    from devstack.embedded import KafkaProcess, create_topics
 
     server = KafkaProcess()
     await asyncio.to_thread(server.start)
@@ -95,7 +95,7 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
 @pytest.fixture
 async def owned_postgres() -> AsyncIterator[tuple[PostgresProcess, str]]:
     """A PostgreSQL server this test alone owns (it may stop or kill it), with a migrated database `ras`."""
-    from ras.embedded import PostgresProcess
+    from devstack.embedded import PostgresProcess
 
     server = PostgresProcess()
     await asyncio.to_thread(server.start)

@@ -30,13 +30,13 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from consumer.topics import ALL_TOPICS
-from ras import config_docs
+from consumer.pure.topics import ALL_TOPICS
+from infra import config_docs
+from infra.config_docs import REGENERATE_COMMAND, default_as_env, env_name, render
+from infra.settings import ENV_PREFIX, Settings
 from ras.cli import build_parser
-from ras.config_docs import REGENERATE_COMMAND, default_as_env, env_name, render
-from ras.settings import ENV_PREFIX, Settings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -167,7 +167,7 @@ def consumer_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_configuration_reference_is_generated_from_settings() -> None:
     current = CONFIG_DOC.read_text() if CONFIG_DOC.exists() else ""
     assert current == render(), (
-        f"docs/configuration.md is out of date with ras/settings.py; regenerate it with `{REGENERATE_COMMAND}`"
+        f"docs/configuration.md is out of date with infra/settings.py; regenerate it with `{REGENERATE_COMMAND}`"
     )
 
 

@@ -26,14 +26,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.helpers import ROOT
 from tests.test_deploy import DEV_LOCK, RUNTIME_LOCK, locked
 
-ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "result-aggregator-service"
-LOCAL_PACKAGES = {"app", "consumer", "db", "ras", "tests", "bench", "scripts"}
-RUNTIME_PACKAGES = ("app", "consumer", "db", "ras")
+LOCAL_PACKAGES = {"app", "consumer", "db", "infra", "devstack", "ras", "tests", "bench", "scripts"}
+RUNTIME_PACKAGES = ("app", "consumer", "db", "infra", "ras")
 # Modules of the runtime packages that only `ras dev` and `ras produce-demo` use: they may import the devstack extra.
-DEVSTACK_MODULES = {"ras/embedded.py", "ras/dev.py", "ras/produce.py", "ras/demo.py"}
+DEVSTACK_MODULES = {"devstack/embedded.py", "devstack/dev.py", "devstack/produce.py", "devstack/demo.py"}
 # What each runtime command imports (ras/cli.py imports them inside the command's function).
 RUNTIME_COMMAND_MODULES = (
     "ras.cli",
@@ -43,15 +43,15 @@ RUNTIME_COMMAND_MODULES = (
     "consumer.eviction",
     "consumer.notify",
     "db.migrate",  # migrate
-    "consumer.rebuild",  # rebuild
+    "consumer.tools.rebuild",  # rebuild
     "consumer.apply",
-    "consumer.replay",  # quarantine
+    "consumer.tools.replay",  # quarantine
     "db.quarantine",
     "db.engine",
-    "ras.wait",
-    "ras.config_docs",
+    "infra.wait",
+    "infra.config_docs",
 )
-# Fenced: app/execution.py relies on their internals.
+# Fenced: app/graphql/execution.py relies on their internals.
 FENCED = ("strawberry-graphql", "graphql-core")
 
 

@@ -14,9 +14,9 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
 from tests.consumer.test_kafka import stream
-from tests.kafka_io import produce, stored_positions, wait_for_positions
+from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
+from tests.helpers.kafka_io import produce, stored_positions, wait_for_positions
 
 pytestmark = pytest.mark.kafka
 

@@ -8,9 +8,9 @@ import random
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.apply import Applied, apply_delivered, next_offsets, project
-from consumer.decode import Record
-from tests.consumer.helpers import MAX_BYTES, as_records, dump
-from tests.scenario import EPOCH, batch_life
+from consumer.pure.decode import Record
+from tests.helpers.consumer import MAX_BYTES, as_records, dump
+from tests.helpers.scenario import EPOCH, batch_life
 
 
 def stream(seed: int) -> list[Record]:

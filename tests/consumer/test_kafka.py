@@ -9,12 +9,12 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.pure.topics import ALL_TOPICS
 from consumer.runner import ProjectionConsumer
-from consumer.topics import ALL_TOPICS
-from ras.settings import Settings
-from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
-from tests.kafka_io import produce, stored_positions, wait_for_positions
-from tests.scenario import EPOCH, Message, batch_life, fixture_messages, with_resends
+from infra.settings import Settings
+from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
+from tests.helpers.kafka_io import produce, stored_positions, wait_for_positions
+from tests.helpers.scenario import EPOCH, Message, batch_life, fixture_messages, with_resends
 
 pytestmark = pytest.mark.kafka
 

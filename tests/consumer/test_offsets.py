@@ -12,10 +12,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.offsets import fetched_ends
+from consumer.pure.topics import ALL_TOPICS
 from consumer.runner import ProjectionConsumer
-from consumer.topics import ALL_TOPICS
 from tests.consumer.test_kafka import settings_for, stream
-from tests.kafka_io import produce, stored_positions, wait_for_positions
+from tests.helpers.kafka_io import produce, stored_positions, wait_for_positions
 
 pytestmark = pytest.mark.kafka
 BEYOND_END = "stored position beyond the end of the partition"

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
-from tests.scenario import Message, batch_life, with_resends
+from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
+from tests.helpers.scenario import Message, batch_life, with_resends
 
 
 @st.composite

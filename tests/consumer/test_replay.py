@@ -9,11 +9,11 @@ import sys
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer import topics as t
 from consumer.apply import apply_records
-from consumer.replay import replay
-from tests.consumer.helpers import as_records, dump
-from tests.scenario import fixture_messages
+from consumer.pure import topics as t
+from consumer.tools.replay import replay
+from tests.helpers.consumer import as_records, dump
+from tests.helpers.scenario import fixture_messages
 
 
 async def ras_quarantine_list(database_url: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.lifecycle.processes import RasProcess, free_port, wait_for_status
+from tests.helpers.processes import RasProcess, free_port, wait_for_status
 
 SECURITY_API_KEY = "resilience-" + uuid.uuid4().hex
 SERVICE_ID = "api-gateway-service"

@@ -39,16 +39,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from consumer import contracts as c
-from consumer import topics as t
 from consumer.apply import Applied, apply_records
-from consumer.decode import Record, decode
+from consumer.pure import contracts as c
+from consumer.pure import topics as t
+from consumer.pure.decode import Record, decode
 from db.errors import is_data_error
-from ras.demo import batch_life
-from tests.consumer.helpers import apply, as_records, dump, in_event_order, truncate
-from tests.events import EPOCH, MAX_BYTES, Message, fixture_messages, phase_outcome
-from tests.kafka_io import stored_positions, wait_for_positions
-from tests.lifecycle.processes import RasProcess, free_port
+from devstack.demo import batch_life
+from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
+from tests.helpers.events import EPOCH, MAX_BYTES, Message, fixture_messages, phase_outcome
+from tests.helpers.kafka_io import stored_positions, wait_for_positions
+from tests.helpers.processes import RasProcess, free_port
 from tests.resilience.conftest import figures
 
 # --- what the mutations start from --------------------------------------------------------------------------------

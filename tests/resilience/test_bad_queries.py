@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.events import fixture_messages, project, teacher_batches
+from tests.helpers.events import fixture_messages, project, teacher_batches
 from tests.resilience.conftest import AUTH, SecurityApi, StartSecurityApi, figures
 
 BODY_LIMIT = 32_768

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.kafka_io import produce
-from tests.resilience.stack import Consumer, Wiring, check_tables, committed, report, stream, wait_for_ends
+from tests.helpers.kafka_io import produce
+from tests.helpers.stack import Consumer, Wiring, check_tables, committed, report, stream, wait_for_ends
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

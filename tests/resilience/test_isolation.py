@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,14 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.auth
 from app.auth import authenticate
-from app.cursors import batch_cursor, essay_cursor
+from app.graphql.cursors import batch_cursor, essay_cursor
 from app.main import create_app
-from ras.demo import batch_life, registered, slot_assigned
-from ras.settings import Settings
-from tests.events import EPOCH, Message, project
+from devstack.demo import batch_life, registered, slot_assigned
+from infra.settings import Settings
+from tests.helpers import ROOT
+from tests.helpers.events import EPOCH, Message, project
 from tests.resilience.conftest import AUTH, SECURITY_API_KEY, SERVICE_ID, SecurityApi, StartSecurityApi, figures
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice-7c1e"
 BOB = "bob-4d2a"
 MARK = "zq9"  # in every injection payload, so a payload that reached SQL text is found by a substring search

@@ -24,8 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.kafka_io import produce
-from tests.resilience.stack import (
+from tests.helpers.kafka_io import produce
+from tests.helpers.stack import (
     AUTH,
     BATCH_QUERY,
     LIST_QUERY,

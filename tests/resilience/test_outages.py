@@ -21,14 +21,14 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from consumer.topics import ALL_TOPICS
-from ras.demo import Message
-from ras.embedded import PostgresProcess, RedisProcess, create_topics, kafka_ready
-from tests import servers
-from tests.cache.proxy import Proxy
-from tests.kafka_io import produce, stored_positions
-from tests.lifecycle.processes import get_status, wait_for_status
-from tests.resilience.stack import (
+from consumer.pure.topics import ALL_TOPICS
+from devstack.demo import Message
+from devstack.embedded import PostgresProcess, RedisProcess, create_topics, kafka_ready
+from tests.helpers import servers
+from tests.helpers.kafka_io import produce, stored_positions
+from tests.helpers.processes import get_status, wait_for_status
+from tests.helpers.proxy import Proxy
+from tests.helpers.stack import (
     AUTH,
     BATCH_QUERY,
     LIST_QUERY,

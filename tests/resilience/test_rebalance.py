@@ -18,9 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.kafka_io import Offsets, stored_positions
-from tests.lifecycle.processes import wait_for_status
-from tests.resilience.stack import (
+from tests.helpers.kafka_io import Offsets, stored_positions
+from tests.helpers.processes import wait_for_status
+from tests.helpers.stack import (
     SESSION_TIMEOUT_MS,
     Consumer,
     PacedProducer,

@@ -1,0 +1,102 @@
+"""One database snapshot per request: every loader of a request reads the same committed state.
+
+The consumer commits while requests run. Reading a batch page, its total and its essays on separate connections
+could mix two states (a total that disagrees with the edges); one REPEATABLE READ, read-only transaction makes the
+whole response consistent. Its connection is taken from the pool only when the first loader needs it, and loaders
+take turns on it (a connection runs one statement at a time).
+
+When PostgreSQL cannot be reached, reads raise `DatabaseUnavailable` (a clear, retryable error for the caller
+instead of a masked internal one), and the app's circuit breaker makes the following requests fail at once rather
+than each waiting on a dead server; one trial request per period probes for its return. A request that waited the
+pool's whole timeout for a connection gets the same retryable error, without counting against the breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.errors import DatabaseUnavailable
+from db.errors import is_transient
+from infra.breaker import CircuitBreaker
+
+T = TypeVar("T")
+
+
+UNAVAILABLE_MESSAGE = "The database is unavailable right now; retry shortly."
+BUSY_MESSAGE = "Every database connection of this server is busy; retry shortly."
+
+
+class ReadSession:
+    def __init__(self, engine: AsyncEngine, breaker: CircuitBreaker | None = None) -> None:
+        self._engine = engine
+        self._breaker = breaker
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.unavailable = False
+
+    async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `read` on the request's connection, opening it (and its snapshot) on first use."""
+        if self._breaker is not None and not self._breaker.allow():
+            self.unavailable = True
+            raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
+        try:
+            result = await self._run(read)
+        except PoolTimeout as exc:
+            # Every pooled connection stayed in use for the pool's whole timeout: this process is overloaded, the
+            # database may be fine. A retryable 503 rather than a masked INTERNAL error; not a breaker failure, or a
+            # burst of load would fail every request for the breaker's pause as if the database were down.
+            self.unavailable = True
+            if self._breaker is not None and self._breaker.is_open:
+                self._breaker.record_failure()  # this was the trial call: end the trial
+            raise DatabaseUnavailable(BUSY_MESSAGE) from exc
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.unavailable = True
+            if self._breaker is not None:
+                self._breaker.record_failure()
+            raise DatabaseUnavailable(UNAVAILABLE_MESSAGE) from exc
+        if self._breaker is not None:
+            self._breaker.record_success()
+        return result
+
+    async def _run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._closed:
+                # A read that outlived its request: a loader's batch runs in a task of its own, which goes on when
+                # the operation that wanted it was cancelled (its client left). Nobody would close a snapshot opened
+                # now, so the read gets a connection for itself alone.
+                async with self._engine.connect() as conn:
+                    return await read(conn)
+            if self._conn is None:
+                conn = await self._engine.connect()
+                try:
+                    await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                    await conn.begin()
+                except BaseException:
+                    await conn.close()
+                    raise
+                self._conn = conn
+            return await read(self._conn)
+
+    async def close(self) -> None:
+        """End the snapshot and return the connection to the pool. Safe to call when nothing was read, and more than
+        once. A read still in flight in another task (a loader's batch) is waited for: closed before it had opened
+        the connection, the connection would be left to the garbage collector."""
+        async with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    await conn.rollback()
+                except Exception as exc:
+                    if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
+                        raise
+                finally:
+                    await conn.close()

@@ -1,0 +1,152 @@
+"""`ras dev`: the whole service on one machine with nothing installed but Python.
+
+Starts PostgreSQL, Redis and a Kafka-protocol broker from PyPI packages (or uses the servers named by
+RAS_DATABASE_URL, RAS_REDIS_URL, RAS_KAFKA_BOOTSTRAP_SERVERS when set), migrates, runs the consumer and the API in
+this one process, produces a demo stream as real events, and prints where GraphiQL is and which headers to use.
+Ctrl-C stops everything it started, in reverse order; embedded servers' data is thrown away (the broker keeps
+everything in memory, so a kept database would no longer match it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+
+import structlog
+import uvicorn
+from pydantic import ValidationError
+
+from app.cache import QueryCache
+from app.live import EventHub
+from app.main import create_app
+from consumer.eviction import Evictor
+from consumer.notify import Publisher, chain
+from consumer.pure.topics import ALL_TOPICS
+from consumer.runner import ProjectionConsumer
+from db.migrate import upgrade_async
+from devstack import embedded
+from devstack.demo import demo_stream
+from devstack.produce import produce
+from infra.failures import broker, database, reaching
+from infra.http_server import TaskServer, listen
+from infra.settings import Settings, configuration_error, load_settings
+
+log = structlog.get_logger(__name__)
+
+
+async def _servers(stack: contextlib.AsyncExitStack) -> dict[str, str]:
+    """URLs of the three servers: from the environment, else embedded ones closed when the stack unwinds."""
+    urls: dict[str, str] = {}
+    if os.environ.get("RAS_DATABASE_URL"):
+        urls["database_url"] = os.environ["RAS_DATABASE_URL"]
+    else:
+        postgres = embedded.PostgresProcess()
+        stack.callback(postgres.close)
+        await asyncio.to_thread(postgres.start)
+        await asyncio.to_thread(postgres.create_database, "ras")
+        urls["database_url"] = postgres.url_for("ras")
+    if os.environ.get("RAS_REDIS_URL"):
+        urls["redis_url"] = os.environ["RAS_REDIS_URL"]
+    else:
+        redis = embedded.RedisProcess()
+        stack.callback(redis.close)
+        await asyncio.to_thread(redis.start)
+        urls["redis_url"] = redis.url
+    if os.environ.get("RAS_KAFKA_BOOTSTRAP_SERVERS"):
+        urls["kafka_bootstrap_servers"] = os.environ["RAS_KAFKA_BOOTSTRAP_SERVERS"]
+    else:
+        kafka = embedded.KafkaProcess()
+        stack.callback(kafka.close)
+        await asyncio.to_thread(kafka.start)
+        urls["kafka_bootstrap_servers"] = kafka.bootstrap
+    return urls
+
+
+def _banner(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    service = settings.allowed_service_ids[0] if settings.allowed_service_ids else "<an allowed service id>"
+    return (
+        f"\nRAS is running.\n"
+        f"  GraphiQL:  http://{host}:{settings.port}/graphql\n"
+        f"  headers:   X-Internal-API-Key: {settings.internal_api_key.get_secret_value()}\n"
+        f"             X-Service-ID: {service}\n"
+        f"             X-User-ID: teacher-01   (optional: see only that teacher's batches)\n"
+        f"  REST:      http://{host}:{settings.port}/internal/v1/batches/user/teacher-01\n"
+        f"  metrics:   http://{host}:{settings.port}/metrics   readiness: /readyz\n"
+        f"Press Ctrl-C to stop.\n"
+    )
+
+
+def _api_socket(port: int | None) -> socket.socket:
+    """The API's port, bound before any server starts: a taken one is reported at once (`PortUnavailable`), as is
+    any invalid variable (`ConfigurationError`; the database URL is checked once the servers are known)."""
+    configured = load_settings(database=False)
+    return listen(configured.host, configured.port if port is None else port, "--port (RAS_PORT)")
+
+
+async def run_dev(port: int | None, batches: int, rate: float | None, progress: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with _api_socket(port) as sock:
+        async with contextlib.AsyncExitStack() as stack:
+            urls = await _servers(stack)
+            overrides: dict[str, object] = {**urls, "environment": "development"}
+            if port is not None:
+                overrides["port"] = port
+            try:
+                settings = Settings(**overrides)  # type: ignore[arg-type]
+            except ValidationError as exc:
+                raise configuration_error(exc) from None
+            with reaching(database(settings.database_url)):
+                await upgrade_async(settings.database_url)
+            with reaching(broker(settings.kafka_bootstrap_servers)):
+                await embedded.create_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, partitions=4)
+            await _run(settings, sock, stop, batches, rate, progress)
+
+
+async def _run(
+    settings: Settings, sock: socket.socket, stop: asyncio.Event, batches: int, rate: float | None, progress: bool
+) -> None:
+    from db.engine import create_projection_engine
+
+    engine = create_projection_engine(settings.database_url, pool_size=settings.database_pool_size)
+    evictor = Evictor.from_settings(settings)
+    await evictor.bump_epoch()
+    # Live updates as `ras consume` / `ras serve` wire them: evict, then publish; the API serves subscriptions.
+    publisher = Publisher.from_settings(settings, engine)
+    consumer = ProjectionConsumer(settings, engine, on_applied=chain(evictor.evict, publisher.publish))
+    api = TaskServer(
+        uvicorn.Config(
+            create_app(settings, cache=QueryCache.from_settings(settings), events=EventHub.from_settings(settings)),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level="warning",
+        )
+    )
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(api.serve(sockets=[sock]))]
+    try:
+        while not api.started:
+            if tasks[1].done():
+                raise SystemExit(f"the API could not start on port {settings.port}")
+            await asyncio.sleep(0.05)
+        print(_banner(settings), flush=True)
+        if batches:
+            messages = demo_stream(batches, users=4)
+            await produce(settings.kafka_bootstrap_servers, messages, rate, progress)
+            print(f"demo: produced {len(messages)} events for {batches} batches", flush=True)
+        await stop.wait()
+        print("stopping…", flush=True)
+    finally:
+        api.should_exit = True
+        consumer.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await evictor.aclose()
+        await publisher.aclose()
+        await engine.dispose()
+    print("stopped", flush=True)

@@ -1,0 +1,248 @@
+"""The service's one configuration object, read from `RAS_*` environment variables.
+
+Both the API and the consumer build a `Settings` at start-up; a missing or invalid variable stops the process with a
+message naming it and the expected form (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from infra.failures import ConfigurationError
+
+ENV_PREFIX = "RAS_"
+
+DATABASE_URL_FORM = "postgresql+asyncpg://user:pass@host:5432/dbname"
+# Common DATABASE_URL spellings (Heroku, docker images, libpq tools) name no driver; this service uses asyncpg.
+_DATABASE_SCHEME = "postgresql+asyncpg"
+_DATABASE_ALIASES = ("postgresql", "postgres")
+REDIS_URL_FORM = "redis://host:6379/0 (or rediss:// for TLS, unix:///path/to/redis.sock)"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+KAFKA_BOOTSTRAP_FORM = "comma-separated host:port, e.g. kafka-1:9092,kafka-2:9092"
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+):(\d{1,5})")
+# What a missing required variable should look like, in the message that says it is missing.
+_EXPECTED = {"database_url": DATABASE_URL_FORM}
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Field descriptions feed the generated configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        description="URL of the PostgreSQL database, e.g. postgresql+asyncpg://user:pass@host:5432/ras. The common "
+        "DATABASE_URL forms postgresql://… and postgres://… work too: they are read as postgresql+asyncpg://… "
+        "(the service always uses the asyncpg driver; another driver or database is refused at start).",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated Kafka bootstrap servers, each host:port."
+    )
+    kafka_group_id: str = Field(default="result_aggregator_group", description="Kafka consumer group id.")
+    kafka_client_id: str = Field(default="result-aggregator-consumer", description="Kafka client id.")
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a partition with no stored position starts.",
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
+    kafka_max_batch_records: int = Field(
+        default=5_000,
+        ge=1,
+        description="Most records applied in one database transaction.",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=1,
+        description="How long the broker may hold a fetch open waiting for new records (bounds idle freshness).",
+    )
+    kafka_fetch_timeout_ms: int = Field(
+        default=200, ge=1, description="How long one fetch waits for records before applying what it has."
+    )
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="Largest record value the consumer parses; a larger one is quarantined unread.",
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="Redis URL for the query cache and live updates: redis://, rediss:// (TLS) or unix://.",
+    )
+    internal_api_key: SecretStr = Field(
+        default=SecretStr("dev-internal-api-key"),
+        description="Shared secret callers send in X-Internal-API-Key. Change it in production.",
+    )
+    allowed_service_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("api-gateway-service", "admin-dashboard-service"),
+        description="Comma-separated service ids accepted in X-Service-ID.",
+    )
+    host: str = Field(default="0.0.0.0", description="Address the HTTP API binds to.")
+    port: int = Field(default=4003, ge=1, le=65535, description="Port the HTTP API binds to.")
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="development turns GraphiQL and introspection on by default; production turns them off.",
+    )
+    graphiql_enabled: bool | None = Field(
+        default=None, description="Serve GraphiQL on GET /graphql from a browser (default: on in development)."
+    )
+    introspection_enabled: bool | None = Field(
+        default=None, description="Allow schema introspection queries (default: on in development)."
+    )
+    graphql_executor: Literal["fast", "stock"] = Field(
+        default="fast",
+        description="How GraphQL queries execute: `fast` is app/graphql/execution.py's fast path, which checks at "
+        "start-up "
+        "that the Strawberry and graphql-core internals it relies on are there and behave as it expects, and "
+        "otherwise logs a warning and uses `stock` (Strawberry's own executor; same answers, slower on large ones).",
+    )
+    max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting a query may use.")
+    max_query_tokens: int = Field(default=2_000, ge=10, description="Most lexical tokens a query document may have.")
+    max_query_aliases: int = Field(default=30, ge=1, description="Most field aliases a query document may use.")
+    max_page_size: int = Field(default=100, ge=1, description="Largest `first` of a list of batches.")
+    max_essays_page_size: int = Field(
+        default=1_000, ge=1, description="Largest `first` of a batch's essays (a whole class fits one page)."
+    )
+    max_query_length: int = Field(default=20_000, ge=100, description="Most characters a query document may have.")
+    max_query_nodes: int = Field(
+        default=150_000,
+        ge=1,
+        description="Most list items (batches and essays) a query may ask for: each connection's `first` multiplied "
+        "through its nesting, summed over aliases and fragments. The default fits a full page of batches with a full "
+        "page of essays each (100,100) plus a second essay list; thirty aliased copies of it do not.",
+    )
+    max_request_bytes: int = Field(default=65_536, ge=1_024, description="Largest HTTP request body accepted.")
+    cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
+    cache_prefix: str = Field(
+        default="ras", description="Prefix of every Redis key, so several deployments can share one Redis."
+    )
+    cache_ttl_seconds: int = Field(
+        default=3_600, ge=1, description="Safety-net expiry of cached results; eviction by events is the mechanism."
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
+    )
+    live_updates_enabled: bool = Field(
+        default=True,
+        description="Live updates over Redis pub/sub: the consumer publishes what each transaction changed, the API "
+        "serves GraphQL subscriptions and read-your-writes waits (see docs/live.md).",
+    )
+    live_queue_size: int = Field(
+        default=16,
+        ge=1,
+        description="Notifications one subscription may have waiting; a subscriber that falls further behind is "
+        "dropped with a 'subscriber too slow' error instead of buffering without bound.",
+    )
+    consistency_max_wait_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="Longest read-your-writes wait a request may ask for (@consistent, Projection.waitFor).",
+    )
+    startup_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="How long a process waits for its dependencies at start before giving up."
+    )
+    shutdown_grace_seconds: int = Field(
+        default=20, ge=0, description="How long SIGTERM waits for in-flight requests (API) before closing."
+    )
+    consumer_metrics_port: int = Field(
+        default=9096, ge=0, le=65535, description="Port of the consumer's /metrics endpoint (0 disables it)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Log level of every logger of the process (JSON lines on stderr; Alembic's own INFO chatter only "
+        "at DEBUG). DEBUG also prints the traceback behind a command's one-line failure message, as --debug does.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the database pool.")
+
+    @field_validator("allowed_service_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme, separator, rest = value.partition("://")
+        if separator and scheme in _DATABASE_ALIASES:
+            value = f"{_DATABASE_SCHEME}://{rest}"
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise _invalid("not a URL", DATABASE_URL_FORM) from None
+        if url.get_backend_name() != "postgresql":
+            raise _invalid(f"scheme {url.get_backend_name()}:// is not PostgreSQL", DATABASE_URL_FORM)
+        if url.drivername != _DATABASE_SCHEME:
+            raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError:
+            raise _invalid("not a URL", REDIS_URL_FORM) from None
+        if parts.scheme not in _REDIS_SCHEMES:
+            raise _invalid(f"scheme {parts.scheme or '(none)'}:// is not Redis", REDIS_URL_FORM)
+        if parts.scheme == "unix" and not parts.path:
+            raise _invalid("unix:// without a socket path", REDIS_URL_FORM)
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            match = _HOST_PORT.fullmatch(server.strip())
+            if match is None or not 0 < int(match.group(1)) < 65536:
+                entry = repr(server.strip()) if server.strip() else "an empty entry"
+                raise _invalid(f"{entry} is not host:port", KAFKA_BOOTSTRAP_FORM)
+        return value
+
+    @property
+    def graphiql(self) -> bool:
+        return self.environment == "development" if self.graphiql_enabled is None else self.graphiql_enabled
+
+    @property
+    def introspection(self) -> bool:
+        return self.environment == "development" if self.introspection_enabled is None else self.introspection_enabled
+
+
+def _invalid(problem: str, expected: str) -> PydanticCustomError:
+    context = {"problem": problem, "expected": expected}
+    return PydanticCustomError("ras_setting", "{problem}; expected {expected}", context)
+
+
+def configuration_error(exc: ValidationError) -> ConfigurationError:
+    """One line per bad variable, named as the operator sets it: `invalid configuration: RAS_PORT: …`."""
+    lines = []
+    for error in exc.errors():
+        field = "_".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "missing":
+            expected = _EXPECTED.get(field)
+            message = "not set" + (f"; expected {expected}" if expected else "")
+        lines.append(f"invalid configuration: {ENV_PREFIX}{field.upper()}: {message}")
+    return ConfigurationError("\n".join(lines))
+
+
+# Stands in for RAS_DATABASE_URL in a command that never connects to the database (`ras produce-demo`).
+UNUSED_DATABASE_URL = "postgresql+asyncpg://unused.invalid/unused"
+
+
+def load_settings(*, database: bool = True) -> Settings:
+    """Build the settings from the environment, or raise the `ConfigurationError` that names every bad variable.
+
+    `database=False`: for a command that needs no database, RAS_DATABASE_URL is neither required nor read.
+    """
+    try:
+        return Settings() if database else Settings(database_url=UNUSED_DATABASE_URL)
+    except ValidationError as exc:
+        raise configuration_error(exc) from None

@@ -1,0 +1,158 @@
+"""The hub and the publisher on their own: bounded fan-out, and both sides fail open and resync when Redis returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from app.live import EventHub, SubscriberTooSlow
+from consumer.apply import Applied
+from consumer.notify import Publisher, chain
+from infra.backoff import Backoff
+from infra.settings import Settings
+from tests.app.live.conftest import live_settings
+from tests.helpers.proxy import Proxy
+
+
+def _message(channel: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "pmessage", "channel": channel.encode(), "data": orjson.dumps(body)}
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str) -> Settings:
+    return live_settings("postgresql+asyncpg://unused/unused", redis_url, prefix, live_queue_size=4)
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[Proxy]:
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    proxy = Proxy(host, int(port))
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_a_subscriber_that_falls_behind_is_dropped_and_holds_nothing(settings: Settings) -> None:
+    hub = EventHub.from_settings(settings)  # no listener: messages are handed in directly
+    channel = hub.layout.batch_channel("b1")
+    with hub.subscribe([channel]) as slow, hub.subscribe([channel]) as keeping_up:
+        for _ in range(100):
+            hub._handle(_message(channel, {"at": 0}), Backoff())
+            if keeping_up.pending:
+                assert await keeping_up.next() is True  # takes every queued notice in one go
+            assert slow.pending <= 4  # never more than the queue size
+        assert slow.dropped and slow.pending == 1  # only the "dropped" marker is left
+        assert hub.subscriber_count() == 1 and not keeping_up.dropped
+        with pytest.raises(SubscriberTooSlow):
+            await slow.next()
+    assert hub.subscriber_count() == 0
+    await hub.aclose()
+
+
+async def test_positions_wake_waits_and_a_resync_wakes_every_subscriber(settings: Settings) -> None:
+    hub = EventHub.from_settings(settings)
+    looks: list[float] = []
+
+    async def stored() -> int | None:
+        looks.append(time.monotonic())
+        return 3
+
+    with hub.subscribe([hub.layout.user_channel("u1")]) as inbox:
+        waiting = asyncio.create_task(hub.wait_for_position(("t", 0), 8, 5.0, stored))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and len(looks) == 1  # looked once, now sleeping on messages
+        hub._handle(_message(hub.layout.positions_channel, {"at": 0, "positions": [["t", 0, 7]]}), Backoff())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        hub._handle(_message(hub.layout.positions_channel, {"at": 0, "positions": [["t", 0, 8]]}), Backoff())
+        assert await waiting is True and len(looks) == 1
+        assert hub.known_position(("t", 0)) == 8
+
+        hub._handle(_message(hub.layout.positions_channel, {"at": 0, "positions": [], "resync": True}), Backoff())
+        assert inbox.pending == 1 and await inbox.next() is True
+    await hub.aclose()
+
+
+async def test_the_publisher_fails_open_and_resyncs_once_redis_is_back(
+    redis_url: str, prefix: str, proxy: Proxy, engine: Any
+) -> None:
+    settings = live_settings("postgresql+asyncpg://unused/unused", proxy.url, prefix, redis_timeout_seconds=0.1)
+    publisher = Publisher.from_settings(settings, engine)
+    listener = Redis.from_url(redis_url).pubsub()
+    await listener.subscribe(publisher._layout.positions_channel)
+    await listener.get_message(timeout=1)  # the subscribe confirmation
+    changed = Applied(batch_ids={"b1"}, user_ids={"u1"})
+    try:
+        await publisher.publish(changed)
+        first = await listener.get_message(timeout=2)
+        assert first is not None and b"resync" not in first["data"]
+
+        proxy.cut()
+        started = time.perf_counter()
+        await publisher.publish(changed)  # never raises: the projection goes on
+        assert time.perf_counter() - started < 1.0
+        started = time.perf_counter()
+        await publisher.publish(changed)  # within a second of the failure: not even tried
+        assert time.perf_counter() - started < 0.05
+
+        proxy.heal()
+        await asyncio.sleep(1.1)
+        await publisher.publish(changed)
+        message = await listener.get_message(timeout=2)
+        assert message is not None and orjson.loads(message["data"])["resync"] is True
+        await publisher.publish(changed)
+        message = await listener.get_message(timeout=2)
+        assert message is not None and "resync" not in orjson.loads(message["data"])
+    finally:
+        await listener.aclose()  # type: ignore[no-untyped-call]
+        await publisher.aclose()
+
+
+async def test_the_listener_reconnects_and_tells_subscribers_to_resync(settings: Settings, proxy: Proxy) -> None:
+    hub = EventHub.from_settings(
+        live_settings("postgresql+asyncpg://unused/unused", proxy.url, settings.cache_prefix), ping_interval=0.2
+    )
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            await hub.listening.wait()
+        with hub.subscribe([hub.layout.batch_channel("b1")]) as inbox:
+            await asyncio.sleep(0.1)
+            assert inbox.pending == 0
+            proxy.cut()
+            async with asyncio.timeout(5):
+                while hub.listening.is_set():
+                    await asyncio.sleep(0.02)
+            proxy.heal()
+            async with asyncio.timeout(10):
+                assert await inbox.next() is True  # whatever was published meanwhile: re-read
+            assert hub.listening.is_set()
+    finally:
+        await hub.aclose()
+
+
+async def _run(step: Awaitable[None]) -> None:
+    await step
+
+
+def test_chain_runs_steps_in_order_and_drops_missing_ones() -> None:
+    assert chain(None, None) is None
+    calls: list[str] = []
+
+    async def evict(_: Applied) -> None:
+        calls.append("evict")
+
+    async def publish(_: Applied) -> None:
+        calls.append("publish")
+
+    assert chain(None, evict) is evict
+    both = chain(evict, None, publish)
+    assert both is not None
+    asyncio.run(_run(both(Applied())))
+    assert calls == ["evict", "publish"]

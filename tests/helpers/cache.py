@@ -1,0 +1,91 @@
+"""Shared pieces of the cache tests: settings on a private prefix, fake executions, metric deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from app.cache import Executed, QueryCache
+from consumer.apply import Applied
+from consumer.eviction import Evictor
+from infra import cache_keys as ck
+from infra.settings import Settings
+
+
+def cache_settings(redis_url: str, **changes: Any) -> Settings:
+    """Settings on a fresh prefix, so tests sharing one Redis never see each other's keys."""
+    values: dict[str, Any] = {
+        "database_url": "postgresql+asyncpg://unused@127.0.0.1/unused",
+        "redis_url": redis_url,
+        "cache_prefix": f"test-{uuid.uuid4().hex[:10]}",
+        "cache_ttl_seconds": 300,
+    }
+    return Settings(**{**values, **changes})
+
+
+def pair(
+    settings: Settings, *, pause_after_error: float = 1.0, retry_interval: float = 1.0
+) -> tuple[QueryCache, Evictor]:
+    cache = QueryCache(ck.connect(settings), settings, pause_after_error=pause_after_error)
+    return cache, Evictor(ck.connect(settings), settings, retry_interval=retry_interval)
+
+
+def changed(batches: Iterable[str] = (), users: Iterable[str] = ()) -> Applied:
+    return Applied(batch_ids=set(batches), user_ids=set(users))
+
+
+@dataclass
+class Source:
+    """A stand-in for query execution over a tiny mutable 'database': values by batch id, owners by batch id."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+
+    def batch(self, batch_id: str) -> Executed:
+        self.calls += 1
+        body = orjson.dumps({"data": {"batch": {"id": batch_id, "value": self.values.get(batch_id)}}})
+        return Executed(body, ck.read_tags([batch_id], []))
+
+    def user_list(self, user_id: str) -> Executed:
+        self.calls += 1
+        ids = sorted(b for b, owner in self.owners.items() if user_id in (owner, ck.ALL_USERS))
+        body = orjson.dumps({"data": {"batches": [{"id": b, "value": self.values.get(b)} for b in ids]}})
+        return Executed(body, ck.read_tags(ids, [user_id]))
+
+
+def value_of(body: bytes) -> Any:
+    return orjson.loads(body)["data"]["batch"]["value"]
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Delta:
+    """Counter increases since construction: `Delta()["ras_cache_requests_total", {"result": "hit"}]`."""
+
+    def __init__(self) -> None:
+        self._start = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for m in REGISTRY.collect() for s in m.samples
+        }
+
+    def __call__(self, name: str, **labels: str) -> float:
+        return sample(name, **labels) - self._start.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def entry_keys(redis: Redis, settings: Settings) -> list[bytes]:
+    return sorted([k async for k in redis.scan_iter(match=f"{settings.cache_prefix}:e:*")])
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
