@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from db.reads import projection_state
+from db.reads import positions_view
 from infra.settings import Settings
 from infra.version import VERSION
 
@@ -80,7 +80,7 @@ class Health:
 
     async def _projection(self) -> dict[str, Any]:
         async with self._engine().connect() as conn:
-            state = await projection_state(conn)
+            state = await positions_view(conn)
         lags = [p.lag for p in state.positions if p.lag is not None]
         newest = max((p.last_event_at for p in state.positions if p.last_event_at), default=None)
         applied = max((p.updated_at for p in state.positions), default=None)

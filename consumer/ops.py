@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from db.reads import projection_state
+from db.reads import positions_view
 from infra.http_server import TaskServer
 from infra.prometheus import metrics_endpoint
 
@@ -34,7 +34,7 @@ def ops_app(engine: AsyncEngine, assigned: Callable[[], bool]) -> Starlette:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-                state = await projection_state(conn)
+                state = await positions_view(conn)
         except Exception as exc:
             body["database"] = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"[:300]}
             return JSONResponse({"status": "not_ready", **body}, status_code=503)

@@ -181,7 +181,9 @@ class PositionRow:
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectionState:
+class PositionsView:
+    """How far the projection has got: the stored position of every partition and the records awaiting replay."""
+
     positions: list[PositionRow]
     quarantined: int
 
@@ -504,9 +506,9 @@ async def phase_progress(conn: AsyncConnection, batch_ids: Sequence[str]) -> dic
     return {batch_id: found.get(batch_id, PhaseProgress(0, 0, 0)) for batch_id in batch_ids}
 
 
-async def projection_state(conn: AsyncConnection) -> ProjectionState:
+async def positions_view(conn: AsyncConnection) -> PositionsView:
     """The consumer's stored positions per partition and the number of records awaiting replay in quarantine."""
     positions = await conn.execute(select(*_POSITION_COLUMNS).order_by(_POSITIONS.c.topic, _POSITIONS.c.partition))
     rows = [PositionRow(*row) for row in positions]
     waiting = select(func.count()).select_from(_QUARANTINE).where(_QUARANTINE.c.replayed_at.is_(None))
-    return ProjectionState(rows, int((await conn.execute(waiting)).scalar_one()))
+    return PositionsView(rows, int((await conn.execute(waiting)).scalar_one()))

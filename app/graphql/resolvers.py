@@ -37,7 +37,7 @@ from db.reads import (
     PhaseOutcome,
     PhaseResultRow,
     PositionRow,
-    ProjectionState,
+    PositionsView,
     StatusMatch,
 )
 
@@ -115,7 +115,7 @@ async def essay(info: Info, id: Annotated[strawberry.ID, strawberry.argument(des
     return await info.context.loaders.essay.load(str(id))
 
 
-async def projection(info: Info) -> ProjectionState:
+async def projection(info: Info) -> PositionsView:
     return await info.context.loaders.projection.load(PROJECTION)
 
 
@@ -227,7 +227,7 @@ def cj_metrics_uri(root: PhaseResultRow) -> str | None:
 # --- Projection ---------------------------------------------------------------------------------------------------
 
 
-def total_lag(root: ProjectionState) -> int | None:
+def total_lag(root: PositionsView) -> int | None:
     lags = [p.lag for p in root.positions if p.lag is not None]
     return sum(lags) if lags else None
 
@@ -236,20 +236,20 @@ def _newest(stamps: Sequence[datetime | None]) -> datetime | None:
     return max((s for s in stamps if s is not None), default=None)
 
 
-def newest_event_at(root: ProjectionState) -> datetime | None:
+def newest_event_at(root: PositionsView) -> datetime | None:
     return _newest([p.last_event_at for p in root.positions])
 
 
-def last_applied_at(root: ProjectionState) -> datetime | None:
+def last_applied_at(root: PositionsView) -> datetime | None:
     return _newest([p.updated_at for p in root.positions])
 
 
-def partitions(root: ProjectionState) -> list[PositionRow]:
+def partitions(root: PositionsView) -> list[PositionRow]:
     return root.positions
 
 
 async def wait_for(
-    root: ProjectionState,
+    root: PositionsView,
     info: Info,
     topic: Annotated[str, strawberry.argument(description="The topic the awaited record was produced to.")],
     partition: Annotated[int, strawberry.argument(description="Its partition.")],

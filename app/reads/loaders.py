@@ -29,7 +29,7 @@ from db.reads import (
     Page,
     PhaseFilter,
     PhaseProgress,
-    ProjectionState,
+    PositionsView,
 )
 
 K = TypeVar("K", bound=Hashable)
@@ -106,7 +106,7 @@ class Loaders:
         self.essay_page: DataLoader[EssayPageKey, Page[EssayRow]] = self._loader(self._essay_pages)
         self.essay_count: DataLoader[EssayCountKey, int] = self._loader(self._essay_counts)
         self.phase_progress: DataLoader[str, PhaseProgress] = self._loader(self._phase_progress)
-        self.projection: DataLoader[str, ProjectionState] = self._loader(self._projection)
+        self.projection: DataLoader[str, PositionsView] = self._loader(self._projection)
 
     @staticmethod
     def _loader(batch_load: Callable[[list[K]], Coroutine[Any, Any, list[V]]]) -> DataLoader[K, V]:
@@ -191,8 +191,8 @@ class Loaders:
         found = await self._read(lambda conn: reads.phase_progress(conn, batch_ids))
         return [found[batch_id] for batch_id in batch_ids]
 
-    async def _projection(self, keys: list[str]) -> list[ProjectionState]:
+    async def _projection(self, keys: list[str]) -> list[PositionsView]:
         # Positions move with every consumed record: nothing could tell a cache when this answer is stale.
         self._tags.cacheable = False
-        state = await self._read(reads.projection_state)
+        state = await self._read(reads.positions_view)
         return [state for _ in keys]
