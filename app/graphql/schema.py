@@ -23,14 +23,15 @@ from strawberry.types.graphql import OperationType
 from strawberry.utils.aio import aclosing
 
 from app import metrics
-from app.errors import ErrorShaping
 from app.graphql import resolvers
 from app.graphql.consistency import ConsistencyGate, consistent
 from app.graphql.documents import DocumentCache, Documents
 from app.graphql.enums import LONG_SCALAR, Long
+from app.graphql.errors import ErrorShaping
+from app.graphql.limits import IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
 from app.graphql.subscriptions import LiveContext, Subscription, WebSocketOnly
 from app.graphql.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
-from app.limits import ApiLimits, IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
+from app.limits import ApiLimits
 
 if TYPE_CHECKING:
     from app.graphql.execution import FastExecutionContext
