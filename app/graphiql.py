@@ -104,6 +104,16 @@ def example_queries() -> tuple[tuple[str, str], ...]:
     return tuple((p.name.removesuffix(".graphql"), p.read_text(encoding="utf-8")) for p in examples)
 
 
+def example_operation_names() -> set[str]:
+    """The operation names the examples use: the documents the gateway and developers start from."""
+    return {
+        definition.name.value
+        for _, query in example_queries()
+        for definition in parse(query).definitions
+        if isinstance(definition, OperationDefinitionNode) and definition.name is not None
+    }
+
+
 def _config(endpoint: str, service_id: str) -> str:
     headers = {"X-Internal-API-Key": "", "X-Service-ID": service_id}
     tabs = [

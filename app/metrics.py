@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -32,13 +33,53 @@ GRAPHQL_EXECUTOR = Gauge(
 )
 
 
+OTHER_OPERATION = "other"
+MAX_OPERATION_LENGTH = 64
+MAX_OPERATIONS = 100
+# A GraphQL Name: what a real operation name looks like. Anything else (a probe, a payload) is not a name worth a
+# time series.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class OperationLabels:
+    """The bounded set of `operation` label values of this process.
+
+    Operation names are chosen by callers, and every distinct label value is a time series kept for the process's
+    lifetime: unbounded names would grow /metrics (and the scraper's storage) without limit. So a value is either a
+    known name (the server's own documents, `allow`), or one of the first `limit` other well-formed names seen, cut
+    to MAX_OPERATION_LENGTH characters; everything else is counted as `other`.
+    """
+
+    def __init__(self, limit: int = MAX_OPERATIONS) -> None:
+        self._limit = limit
+        self._known: set[str] = set()
+        self._seen: set[str] = set()
+
+    def allow(self, names: Iterable[str]) -> None:
+        """Names that always keep their own label (they do not count against the limit)."""
+        self._known.update(name[:MAX_OPERATION_LENGTH] for name in names if _NAME.fullmatch(name))
+
+    def __call__(self, name: str) -> str:
+        name = name[:MAX_OPERATION_LENGTH]
+        if name in self._known or name in self._seen:
+            return name
+        if len(self._seen) >= self._limit or not _NAME.fullmatch(name):
+            return OTHER_OPERATION
+        self._seen.add(name)
+        return name
+
+
+OPERATIONS = OperationLabels()
+
+
 def record_request(endpoint: str, operation: str, status_code: int, seconds: float) -> None:
-    """Count an answered request and observe its duration.
+    """Count an answered request and observe its duration, under a bounded operation label (`OPERATIONS`).
 
     `labels()` takes a lock and builds the label tuple on every call, as much as a third of a cached answer's metrics
-    cost; each label set's child is looked up once here (bounded: operation names come from callers)."""
-    _counted(endpoint, operation, status_code).inc()
-    _timed(endpoint, operation).observe(seconds)
+    cost; each label set's child is looked up once here."""
+    label = OPERATIONS(operation)
+    _counted(endpoint, label, status_code).inc()
+    _timed(endpoint, label).observe(seconds)
 
 
 @functools.lru_cache(maxsize=1024)
