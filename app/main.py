@@ -63,6 +63,7 @@ def create_app(
     """
     limits = limits or limits_from(settings)
     holder = _EngineHolder(engine)
+    metrics.OPERATIONS.allow(graphiql.example_operation_names())
     if limits.graphiql:
         graphiql.assets()  # a missing or altered GraphiQL file stops start-up, not a developer's page load
 
