@@ -25,7 +25,8 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 
-from app.graphql.endpoint import GraphQLEndpoint, _WebSocketAdapter, client_went_away
+from app.graphql.endpoint import GraphQLEndpoint
+from app.graphql.websocket import WebSocketAdapter, client_went_away
 from app.reads.session import ReadSession
 from infra.settings import Settings
 from tests.app.graphql.conftest import AUTH
@@ -48,7 +49,7 @@ async def _send_after_close() -> WebSocketDisconnected:
 
     websocket = WebSocket({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
     websocket.application_state = WebSocketState.DISCONNECTED
-    adapter = _WebSocketAdapter(None, websocket, websocket)  # type: ignore[arg-type]
+    adapter = WebSocketAdapter(None, websocket, websocket)  # type: ignore[arg-type]
     with pytest.raises(WebSocketDisconnected) as raised:
         await adapter.send_json({"id": "1", "type": "next", "payload": {"data": None}})
     return raised.value
