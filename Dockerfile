@@ -4,7 +4,9 @@
 #   docker run IMAGE            -> `ras serve`   (GraphQL/REST API on RAS_PORT, default 4003)
 #   docker run IMAGE consume    -> `ras consume` (Kafka consumer, /metrics on RAS_CONSUMER_METRICS_PORT, default 9096)
 #   docker run IMAGE migrate    -> `ras migrate` (Alembic upgrade to head, then exit)
-# Configuration is RAS_* environment variables only; see docs/configuration.md.
+# Configuration is RAS_* environment variables only; see docs/configuration.md. The image sets none: every role
+# needs RAS_DATABASE_URL and RAS_ENVIRONMENT (production refuses the development RAS_INTERNAL_API_KEY and any key
+# shorter than 32 characters).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

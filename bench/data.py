@@ -26,7 +26,7 @@ from consumer.pure.decode import Record
 from devstack.demo import EPOCH, Message, batch_life, pipeline_completed, registered, slot_assigned, spellchecked
 from infra.settings import Settings
 
-API_KEY = "bench-internal-key"
+API_KEY = "bench-internal-key-of-32-characters"  # production (as measured) refuses shorter keys
 SERVICE_ID = "api-gateway-service"
 HEADERS = {"X-Internal-API-Key": API_KEY, "X-Service-ID": SERVICE_ID, "Content-Type": "application/json"}
 MAX_BYTES = 1_048_576

@@ -48,6 +48,7 @@ import orjson
 
 from bench import baseline_per_event
 from bench.common import MIB, Context, PeakRss, Result, asyncpg_dsn, ratios
+from bench.data import API_KEY
 from devstack.demo import EPOCH, Message, batch_life, with_resends
 from devstack.produce import Offsets
 from devstack.produce import send_all as produce
@@ -113,6 +114,8 @@ async def run_ras_consume(database_url: str, bootstrap: str, redis_url: str, end
     env = {
         **os.environ,
         "RAS_DATABASE_URL": database_url,
+        "RAS_ENVIRONMENT": "production",
+        "RAS_INTERNAL_API_KEY": API_KEY,  # read (and checked in production) by every command, though unused here
         "RAS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "RAS_REDIS_URL": redis_url,
         "RAS_KAFKA_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",

@@ -83,7 +83,7 @@ def _banner(settings: Settings) -> str:
 def _api_socket(port: int | None) -> socket.socket:
     """The API's port, bound before any server starts: a taken one is reported at once (`PortUnavailable`), as is
     any invalid variable (`ConfigurationError`; the database URL is checked once the servers are known)."""
-    configured = load_settings(database=False)
+    configured = load_settings(database=False, environment="development")
     return listen(configured.host, configured.port if port is None else port, "--port (RAS_PORT)")
 
 

@@ -10,7 +10,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -28,8 +28,14 @@ REDIS_URL_FORM = "redis://host:6379/0 (or rediss:// for TLS, unix:///path/to/red
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 KAFKA_BOOTSTRAP_FORM = "comma-separated host:port, e.g. kafka-1:9092,kafka-2:9092"
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+):(\d{1,5})")
+ENVIRONMENT_FORM = "development or production"
 # What a missing required variable should look like, in the message that says it is missing.
-_EXPECTED = {"database_url": DATABASE_URL_FORM}
+_EXPECTED = {"database_url": DATABASE_URL_FORM, "environment": ENVIRONMENT_FORM}
+Environment = Literal["development", "production"]
+# Public (README, docs, the original service's contract): fine on a laptop, refused in production.
+DEVELOPMENT_API_KEY = "dev-internal-api-key"
+MIN_PRODUCTION_KEY_LENGTH = 32
+PRODUCTION_KEY_FORM = f"a random secret of at least {MIN_PRODUCTION_KEY_LENGTH} characters, e.g. `openssl rand -hex 32`"
 
 
 class Settings(BaseSettings):
@@ -41,6 +47,12 @@ class Settings(BaseSettings):
         description="URL of the PostgreSQL database, e.g. postgresql+asyncpg://user:pass@host:5432/ras. The common "
         "DATABASE_URL forms postgresql://… and postgres://… work too: they are read as postgresql+asyncpg://… "
         "(the service always uses the asyncpg driver; another driver or database is refused at start).",
+    )
+    # Before the key: in production the key is checked against this (`_production_key`).
+    environment: Environment = Field(
+        description="Stated, never assumed (a deployment that forgot it must not come up as development). "
+        "development turns GraphiQL, introspection and field suggestions on by default; production turns them off "
+        "and refuses the development API key and keys shorter than 32 characters.",
     )
     kafka_bootstrap_servers: str = Field(
         default="localhost:9092", description="Comma-separated Kafka bootstrap servers, each host:port."
@@ -75,8 +87,9 @@ class Settings(BaseSettings):
         description="Redis URL for the query cache and live updates: redis://, rediss:// (TLS) or unix://.",
     )
     internal_api_key: SecretStr = Field(
-        default=SecretStr("dev-internal-api-key"),
-        description="Shared secret callers send in X-Internal-API-Key. Change it in production.",
+        default=SecretStr(DEVELOPMENT_API_KEY),
+        description="Shared secret callers send in X-Internal-API-Key. The default is public: production refuses "
+        f"it, and any key shorter than {MIN_PRODUCTION_KEY_LENGTH} characters.",
     )
     allowed_service_ids: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("api-gateway-service", "admin-dashboard-service"),
@@ -84,15 +97,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address the HTTP API binds to.")
     port: int = Field(default=4003, ge=1, le=65535, description="Port the HTTP API binds to.")
-    environment: Literal["development", "production"] = Field(
-        default="development",
-        description="development turns GraphiQL and introspection on by default; production turns them off.",
-    )
     graphiql_enabled: bool | None = Field(
         default=None, description="Serve GraphiQL on GET /graphql from a browser (default: on in development)."
     )
     introspection_enabled: bool | None = Field(
-        default=None, description="Allow schema introspection queries (default: on in development)."
+        default=None,
+        description='Allow schema introspection queries, and the "Did you mean …?" suggestions in error messages '
+        "that would spell out the schema as well (default: on in development).",
     )
     graphql_executor: Literal["fast", "stock"] = Field(
         default="fast",
@@ -182,6 +193,18 @@ class Settings(BaseSettings):
             raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
         return value
 
+    @field_validator("internal_api_key")
+    @classmethod
+    def _production_key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("environment") != "production":
+            return value
+        key = value.get_secret_value()
+        if key == DEVELOPMENT_API_KEY:
+            raise _invalid("the public development key is refused in production", PRODUCTION_KEY_FORM)
+        if len(key) < MIN_PRODUCTION_KEY_LENGTH:
+            raise _invalid(f"{len(key)} characters is too short for production", PRODUCTION_KEY_FORM)
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
@@ -237,12 +260,19 @@ def configuration_error(exc: ValidationError) -> ConfigurationError:
 UNUSED_DATABASE_URL = "postgresql+asyncpg://unused.invalid/unused"
 
 
-def load_settings(*, database: bool = True) -> Settings:
+def load_settings(*, database: bool = True, environment: Environment | None = None) -> Settings:
     """Build the settings from the environment, or raise the `ConfigurationError` that names every bad variable.
 
     `database=False`: for a command that needs no database, RAS_DATABASE_URL is neither required nor read.
+    `environment`: for a command that is one environment by nature (`ras dev`, the demo producer), RAS_ENVIRONMENT
+    is neither required nor read.
     """
+    fixed: dict[str, str] = {}
+    if not database:
+        fixed["database_url"] = UNUSED_DATABASE_URL
+    if environment is not None:
+        fixed["environment"] = environment
     try:
-        return Settings() if database else Settings(database_url=UNUSED_DATABASE_URL)
+        return Settings(**fixed)  # type: ignore[arg-type]  # pydantic-settings reads the rest from the environment
     except ValidationError as exc:
         raise configuration_error(exc) from None

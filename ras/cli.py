@@ -353,9 +353,9 @@ def _run(args: argparse.Namespace) -> int:
         configure_logging("WARNING", renderer="console")
         asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress))
         return 0
-    if args.command == "produce-demo":  # needs the broker only: no database URL asked for
+    if args.command == "produce-demo":  # needs the broker only: no database URL asked for; a development tool
         _require_devstack("produce-demo")
-        settings = load_settings(database=False)
+        settings = load_settings(database=False, environment="development")
         configure_logging(settings.log_level)
         return _produce_demo(settings, args)
     settings = load_settings()

@@ -19,6 +19,10 @@ from tests.helpers import servers
 if TYPE_CHECKING:
     from devstack.embedded import PostgresProcess
 
+# RAS_ENVIRONMENT has no default: the suite states development, for every Settings it builds and every `ras`
+# subprocess that inherits this environment (a test about production, or about the variable, sets its own).
+os.environ["RAS_ENVIRONMENT"] = "development"
+
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:

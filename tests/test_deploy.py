@@ -182,7 +182,8 @@ def test_documented_name_and_default_are_what_settings_reads(name: str, monkeypa
     # proves both the variable name and the copyable default text in the reference.
     text = default_as_env(name)
     assert text is not None
-    loaded = settings_from({"RAS_DATABASE_URL": "postgresql+asyncpg://u:p@h/d", env_name(name): text}, monkeypatch)
+    required = {"RAS_DATABASE_URL": "postgresql+asyncpg://u:p@h/d", "RAS_ENVIRONMENT": "development"}
+    loaded = settings_from({**required, env_name(name): text}, monkeypatch)
     assert name in loaded.model_fields_set
     assert getattr(loaded, name) == Settings.model_fields[name].get_default(call_default_factory=True)
 

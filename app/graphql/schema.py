@@ -30,6 +30,7 @@ from app.graphql.enums import LONG_SCALAR, Long
 from app.graphql.errors import ErrorShaping
 from app.graphql.limits import IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
 from app.graphql.subscriptions import LiveContext, Subscription, WebSocketOnly
+from app.graphql.suggestions import HiddenSuggestions
 from app.graphql.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
 from app.limits import ApiLimits
 
@@ -163,8 +164,10 @@ def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> S
     if announce:
         _announce(executor)
     rules: list[type[ASTValidationRule]] = [depth_rule(limits.max_depth), alias_rule(limits.max_aliases)]
+    hidden: list[Any] = []
     if not limits.introspection:
         rules.append(IntrospectionDisabled)
+        hidden.append(HiddenSuggestions)  # suggestions would spell out the schema introspection hides
     documents = Documents(DOCUMENT_CACHE_SIZE)
     extensions: list[Any] = [
         lambda: ParseLimits(limits),
@@ -176,6 +179,7 @@ def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> S
         ErrorShaping,
         ConsistencyGate,
         WebSocketOnly,
+        *hidden,
     ]
     schema = Schema(
         query=Query,

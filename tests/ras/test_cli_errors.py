@@ -30,9 +30,10 @@ FAST = {"RAS_STARTUP_TIMEOUT_SECONDS": "0.3"}
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """The process environment without any RAS_* variable, plus `variables`."""
+    """The process environment without any RAS_* variable but RAS_ENVIRONMENT=development (every command needs it
+    stated), plus `variables`."""
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith("RAS_")}
-    return {**env, **variables}
+    return {**env, "RAS_ENVIRONMENT": "development", **variables}
 
 
 def ras(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

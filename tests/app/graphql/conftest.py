@@ -16,7 +16,7 @@ from app.main import create_app
 from infra.settings import Settings
 from tests.helpers.events import fixture_messages, project
 
-API_KEY = "test-internal-key"
+API_KEY = "test-internal-key-long-enough-for-production"
 SERVICE_ID = "api-gateway-service"
 AUTH = {"X-Internal-API-Key": API_KEY, "X-Service-ID": SERVICE_ID}
 
