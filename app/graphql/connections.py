@@ -15,7 +15,7 @@ import strawberry
 from app.graphql.cursors import batch_cursor, essay_cursor
 from app.reads.context import RequestContext
 from app.reads.loaders import BatchPageKey, EssayCountKey, EssayPageKey
-from db.reads import BatchRow, EssayRow, Page
+from db.rows import BatchRow, EssayRow, Page
 
 T = TypeVar("T")
 Info = strawberry.Info[RequestContext, None]

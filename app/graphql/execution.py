@@ -4,7 +4,7 @@ Why: graphql-core resolves every field of every object through the same general 
 resolve-info object, argument coercion, the middleware chain, Strawberry's resolver wrapper (an `Info`, argument
 conversion, the field-extension chain), awaitable checks and a chain of type dispatches before a scalar is
 coerced. A batch screen of 1,000 essays with ~45 fields each makes ~45,000 such trips, and they were nearly all
-of the time of that query. Yet almost every field is a column of a db/reads.py row read by attribute
+of the time of that query. Yet almost every field is a column of a db/rows.py row read by attribute
 (app/graphql/types.py), or a one-line function of the row (`result_status`, `cj_job_id`).
 
 What the fast path does, only where it is certainly equivalent:

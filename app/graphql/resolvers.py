@@ -29,17 +29,8 @@ from app.graphql.inputs import EssayPhaseFilter
 from app.limits import check_page_size
 from app.reads import status
 from app.reads.loaders import PROJECTION, BatchPageKey, EssayPageKey
-from db.reads import (
-    BatchQuery,
-    BatchRow,
-    EssayRow,
-    PhaseFilter,
-    PhaseOutcome,
-    PhaseResultRow,
-    PositionRow,
-    PositionsView,
-    StatusMatch,
-)
+from db.reads import BatchQuery, PhaseFilter, StatusMatch
+from db.rows import BatchRow, EssayRow, PhaseOutcome, PhaseResultRow, PositionRow, PositionsView
 
 FirstArg = Annotated[
     int | None,

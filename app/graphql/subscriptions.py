@@ -33,7 +33,17 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from app.auth import API_KEY_HEADER, SERVICE_HEADER, USER_HEADER, AuthError, Caller, authenticate
+from app.auth import (
+    API_KEY_HEADER,
+    MISSING,
+    SERVICE_HEADER,
+    USER_HEADER,
+    AuthError,
+    Caller,
+    check,
+    credential_headers,
+    credential_params,
+)
 from app.errors import BAD_USER_INPUT, ApiError, BadUserInput
 from app.graphql.connections import BatchList, Info
 from app.graphql.resolvers import _list_owner  # the same scoping rule as Query.batches
@@ -44,11 +54,13 @@ from app.reads.consistency import Consistency
 from app.reads.context import RequestContext, new_context
 from app.reads.loaders import BatchPageKey, Loaders, ReadTags
 from app.reads.session import ReadSession
-from db.reads import BatchQuery, BatchRow
+from db.reads import BatchQuery
+from db.rows import BatchRow
 from infra.breaker import CircuitBreaker
 from infra.settings import Settings
 
 SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+WS_BAD_REQUEST = 4400
 WS_UNAUTHORIZED = 4401
 WS_FORBIDDEN = 4403
 
@@ -134,34 +146,42 @@ class Rejection:
 
 
 def authenticate_connection(
-    headers: Mapping[str, str], params: Mapping[str, Any] | None, settings: Settings
+    headers: Headers, params: Mapping[str, Any] | None, settings: Settings
 ) -> Caller | Rejection:
     """The caller of a WebSocket connection, from the `connection_init` payload or the upgrade request's headers.
 
     Browsers cannot set headers on a WebSocket, so the credentials may come in the payload, under the header names
     (case-insensitive). Credentials on the upgrade request (a gateway in front) take precedence over the payload's;
-    a user id in both must agree, so a payload cannot widen or switch the scope a gateway set.
+    a user id in both must agree, so a payload cannot widen or switch the scope a gateway set. Either place may
+    name each credential once (app/auth.py).
     """
-    given = {str(k).lower(): v for k, v in (params or {}).items() if isinstance(v, str)}
+    sent = credential_headers(headers.raw)
+    if isinstance(sent, AuthError):
+        return _rejection(sent)
+    given = credential_params(params or {})
+    if isinstance(given, AuthError):
+        return _rejection(given)
     merged: dict[str, str] = {}
     for name in (API_KEY_HEADER, SERVICE_HEADER):
-        value = headers.get(name) or given.get(name.lower())
+        value = sent.get(name) or given.get(name)
         if value is not None:
             merged[name] = value
-    header_user, param_user = headers.get(USER_HEADER), given.get(USER_HEADER.lower())
-    if header_user is not None and param_user is not None and header_user.strip() != param_user.strip():
+    header_user, param_user = sent.get(USER_HEADER), given.get(USER_HEADER)
+    if header_user is not None and param_user is not None and header_user != param_user:
         return Rejection(WS_FORBIDDEN, "Forbidden: X-User-ID in connection_init differs from the request's")
     user = header_user if header_user is not None else param_user
     if user is not None:
         merged[USER_HEADER] = user
-    caller = authenticate(Headers(headers=merged), settings)
-    if isinstance(caller, AuthError):
-        if caller.reason.startswith("Missing"):
-            return Rejection(
-                WS_UNAUTHORIZED, "Unauthorized: send X-Internal-API-Key and X-Service-ID in connection_init"
-            )
-        return Rejection(WS_FORBIDDEN, "Forbidden: " + caller.hint[:100])
-    return caller
+    caller = check(merged, settings)
+    return _rejection(caller) if isinstance(caller, AuthError) else caller
+
+
+def _rejection(error: AuthError) -> Rejection:
+    if error.reason == MISSING:
+        return Rejection(WS_UNAUTHORIZED, "Unauthorized: send X-Internal-API-Key and X-Service-ID in connection_init")
+    if error.status == 400:
+        return Rejection(WS_BAD_REQUEST, "Bad request: " + error.hint[:100])
+    return Rejection(WS_FORBIDDEN, "Forbidden: " + error.hint[:100])
 
 
 # --- resolvers ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The GraphQL object types. They describe the schema only: at run time each field reads the plain row its parent
-returned (db/reads.py), by attribute for plain fields and through app/graphql/resolvers.py for the rest, so no per-row
+returned (db/rows.py), by attribute for plain fields and through app/graphql/resolvers.py for the rest, so no per-row
 GraphQL object is ever built.
 
 Enum-valued fields come in pairs: `status` (the enum, UNKNOWN for text the schema does not list) and `statusCode`
@@ -19,7 +19,7 @@ from app.graphql import connections, resolvers
 from app.graphql.enums import BatchClientStatus, BatchStatus, Long, PhaseName, ProcessingStage
 from app.graphql.execution import ignores_info
 from app.reads import status
-from db.reads import PhaseResultRow
+from db.rows import PhaseResultRow
 
 BatchRef = Annotated["Batch", strawberry.lazy("app.graphql.types")]
 

@@ -2,7 +2,7 @@
 
 Loads made while a query resolves one level of its tree are collected and answered by one set-based statement per
 loader (per distinct page shape for pages), so the number of statements a query issues does not grow with the number
-of batches or essays it returns. Loaders return the plain rows of db/reads.py, never GraphQL types, so the REST shim
+of batches or essays it returns. Loaders return the plain rows of db/rows.py, never GraphQL types, so the REST shim
 can use them as they are.
 
 Each loader also records what it read in `ReadTags`, for a whole-result cache to know which changes make a cached
@@ -21,16 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.reads.session import ReadSession
 from db import reads
-from db.reads import (
-    BatchCursor,
-    BatchQuery,
-    BatchRow,
-    EssayRow,
-    Page,
-    PhaseFilter,
-    PhaseProgress,
-    PositionsView,
-)
+from db.reads import BatchCursor, BatchQuery, PhaseFilter
+from db.rows import BatchRow, EssayRow, Page, PhaseProgress, PositionsView
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

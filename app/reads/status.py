@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from db.reads import PhaseProgress, StatusMatch
+from db.reads import StatusMatch
+from db.rows import PhaseProgress
 
 # BatchStatus values of both contract generations (§7). `guest_class_ready` is gen 1 only,
 # `student_validation_completed` gen 2 only.

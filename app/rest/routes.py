@@ -35,7 +35,8 @@ from app.reads.loaders import BatchSliceKey, EssayPageKey, Loaders
 from app.rest import params as rest_params
 from app.rest import shape as rest_shape
 from app.rest.openapi import document_bytes
-from db.reads import BatchQuery, EssayRow
+from db.reads import BatchQuery
+from db.rows import EssayRow
 from infra import cache_keys as ck
 from infra.breaker import CircuitBreaker
 from infra.settings import Settings
@@ -100,6 +101,8 @@ def _unavailable(error: DatabaseUnavailable) -> Refusal:
 
 
 def _auth_refusal(error: AuthError) -> Refusal:
+    if error.status == 400:  # a repeated or malformed credential header (app/auth.py)
+        return _invalid_parameters(error.hint)
     return Refusal(401, error.reason, "UNAUTHENTICATED", error.hint)
 
 
@@ -234,7 +237,7 @@ class RestApi:
         if request.method not in _METHODS:
             message = f"{request.method} is not supported here; use GET."
             raise Refusal(405, "Method not allowed", "METHOD_NOT_ALLOWED", message, {"Allow": ", ".join(_METHODS)})
-        caller = authenticate(request.headers, self._settings) if authenticated else Caller("", None)
+        caller = authenticate(request.headers.raw, self._settings) if authenticated else Caller("", None)
         if isinstance(caller, AuthError):
             raise _auth_refusal(caller)
         return await handler(request, caller, correlation)

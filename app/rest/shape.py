@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.reads import status
-from db.reads import BatchRow, EssayRow, PhaseProgress, PhaseResultRow
+from db.rows import BatchRow, EssayRow, PhaseProgress, PhaseResultRow
 
 Json = dict[str, Any]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.reads.status import BATCH_STATUSES, CLIENT_STATUSES, client_status, current_phase, internal_statuses
-from db.reads import PhaseProgress
+from db.rows import PhaseProgress
 
 # EVENTS.md §8, gen 2 column, row by row.
 SECTION_8 = {

@@ -18,7 +18,7 @@ from app.rest.shape import (
     naive_utc,
     phase_progress,
 )
-from db.reads import BatchRow, EssayRow, PhaseProgress, PhaseResultRow
+from db.rows import BatchRow, EssayRow, PhaseProgress, PhaseResultRow
 
 T0 = datetime(2025, 8, 1, 12, 0, tzinfo=UTC)
 
