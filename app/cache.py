@@ -20,7 +20,10 @@ The argument needs: reads happen after the snapshot (the request's database snap
 loader, inside `execute`); seq[t] outlives every execution that could be checked against it (SEQ_TTL_SECONDS vs
 STORE_DEADLINE_SECONDS); and Redis loses keys only by TTL or by a restart that empties it. A restart loses G and the
 epoch together; any script that finds either missing starts a fresh random epoch, so snapshots from before the
-restart never store. Evictions the consumer could not deliver are made up for by an epoch change (consumer side).
+restart never store. Evictions the consumer could not deliver are made up for by an epoch change (consumer side);
+when Redis answers but refuses the eviction's writes (full under noeviction), the consumer deletes the epoch key,
+which needs no memory: a hit needs the epoch (below), and a lookup that finds none must write a new one, which the
+full Redis refuses too, so readers execute without the cache until Redis has room again.
 
 Lookups: the script above reads the epoch and G and GETs the entry under that epoch, atomically. Returning the body
 from Lua copies it twice inside Redis, so once a process knows the epoch it first tries one MGET of the entry under
@@ -29,6 +32,9 @@ in the entry's key, the entry was read under the current epoch, exactly as the s
 else (no entry, another epoch or none) runs the script, whose answer is used: a miss takes its snapshot there.
 Ages are measured on Redis's clock, which the script reads (TIME); an MGET hit carries the script's latest reading
 forward on the local monotonic clock, and the script runs again at least every CLOCK_REFRESH_SECONDS.
+
+A result that read an id longer than `cache_max_id_chars`, or more than `cache_max_tags` batches and lists, is not
+stored: every tag becomes (part of) a Redis key, and made-up ids would otherwise let a caller fill Redis cheaply.
 
 Concurrent identical misses in one process share one execution, but only when the leader's store succeeded: that
 check ran after every follower joined, so the shared result is as fresh as each follower's own execution would be.
@@ -229,6 +235,9 @@ class QueryCache:
         self._enabled = settings.cache_enabled
         self._layout = ck.CacheLayout(settings.cache_prefix)
         self._ttl = settings.cache_ttl_seconds
+        # A tag is its kind's two-character prefix and an id (infra/cache_keys.py).
+        self._max_tag_chars = settings.cache_max_id_chars + len(ck.BATCH_TAG)
+        self._max_tags = settings.cache_max_tags
         # Socket timeouts bound each phase of a call; this bounds the whole call (connect + command) as a backstop.
         self._deadline = settings.redis_timeout_seconds * 2 + 0.05
         # One failure opens it: a dead Redis then costs nothing per request, and one trial call per period probes it.
@@ -349,6 +358,9 @@ class QueryCache:
     async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> str:
         if not executed.cacheable:
             return "skipped_uncacheable"
+        tags = executed.tags
+        if len(tags) > self._max_tags or any(len(tag) > self._max_tag_chars for tag in tags):
+            return "skipped_too_large"
         if time.monotonic() - snapshot.started > ck.STORE_DEADLINE_SECONDS:
             return "skipped_stale"
         entry = self._layout.entry(snapshot.epoch, key)

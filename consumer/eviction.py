@@ -9,6 +9,13 @@ answers again: every entry stored before that is never read again, and a reader 
 cannot store. Until then a "bump pending" flag is kept; a background task retries every `retry_interval` seconds and
 the next eviction carries the bump in its own script. The epoch also changes at start-up, because a crash between a
 commit and its eviction loses that eviction the same way.
+
+Redis may also answer and refuse: with `maxmemory` and `noeviction` a full Redis refuses the script's first write
+(INCR, SET) with an OOM error, so neither the eviction nor a bump can run, while readers' MGETs still find the entries
+it should have deleted. Then the epoch key is deleted instead: DEL never needs memory, so a full Redis accepts it. A
+missing epoch is what every reader's hit checks (the MGET fetches it beside the entry), so from then on no entry
+stored before is served; a reader's lookup script must create a fresh epoch, which is refused too while Redis is full,
+so readers go without the cache until it has room again. A deleted epoch is an epoch change like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Set
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from consumer.apply import Applied
 from infra import cache_keys as ck
@@ -64,9 +71,11 @@ class Evictor:
         self._retry_at = 0.0
         self._last_counter = 0
         self._healthy = True
+        self._refusing = False
         self._retrier: asyncio.Task[None] | None = None
         ck.REDIS_UP.labels("consumer").set(1)
         ck.BUMP_PENDING.set(0)
+        ck.WRITES_REFUSED.set(0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Evictor:
@@ -105,10 +114,18 @@ class Evictor:
                     keys=[self._layout.epoch, self._layout.counter, *self._layout.tag_keys(tags)],
                     args=[ck.new_epoch(), "1" if bump else "0", ck.SEQ_TTL_SECONDS],
                 )
+        except ResponseError as exc:
+            # Redis answered but refused the script (a full Redis under noeviction, a read-only replica).
+            await self._drop_epoch(op, exc, missed)
+            return
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(op, exc)
             return
         self._succeeded()
+        if self._refusing:
+            self._refusing = False
+            ck.WRITES_REFUSED.set(0)
+            log.info("redis accepts the cache's writes again")
         _count(tags, int(deleted))
         went_back = int(counter) <= self._last_counter
         self._last_counter = int(counter)
@@ -118,6 +135,26 @@ class Evictor:
             # Only a Redis restored from disk makes the counter go back; its entries may predate evictions.
             log.warning("cache counter went backwards, changing the epoch", counter=int(counter))
             await self.bump_epoch()
+
+    async def _drop_epoch(self, op: str, refusal: ResponseError, missed_before: int) -> None:
+        """Delete the epoch key, which needs no memory, when Redis refused the eviction or bump script."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._redis.delete(self._layout.epoch)
+        except (RedisError, OSError, TimeoutError):
+            self._failed(op, refusal)
+            return
+        ck.ERRORS.labels("consumer", op).inc()
+        self._succeeded()
+        if not self._refusing:
+            self._refusing = True
+            ck.WRITES_REFUSED.set(1)
+            log.warning(
+                "redis refuses the cache's writes; epoch deleted, readers go without the cache until it accepts them",
+                op=op,
+                error=repr(refusal)[:200],
+            )
+        self._bumped(missed_before)
 
     def _bumped(self, missed_before: int) -> None:
         ck.EPOCH_BUMPS.inc()

@@ -3,7 +3,8 @@
 The API stores results (app/cache.py) and the consumer evicts them (consumer/eviction.py); both build every key here,
 so the two sides cannot drift apart. With P = `settings.cache_prefix` (several deployments can share one Redis):
 
-    P:epoch                  random token; entries stored under any other epoch are never read again
+    P:epoch                  random token; entries stored under any other epoch are never read again, and none
+                             while it is missing (deleted when Redis refuses evictions: consumer/eviction.py)
     P:gen                    global invalidation counter, INCRed by every eviction
     P:e:{epoch}:{digest}     one cached result: b"{stored_at_ms}\\n" + body
     P:t:{tag}                set of the entry keys indexed under a tag
@@ -163,7 +164,8 @@ REQUESTS = Counter(
 STORES = Counter(
     "ras_cache_stores_total",
     "What happened to executed results: stored, skipped_stale (an eviction or epoch change raced the execution), "
-    "skipped_uncacheable (errors or untaggable reads), skipped_error (Redis unavailable).",
+    "skipped_uncacheable (errors or untaggable reads), skipped_too_large (an id or a tag count over its cap), "
+    "skipped_error (Redis unavailable).",
     ["outcome"],
 )
 EVICTIONS = Counter("ras_cache_evictions_total", "Tags evicted by the consumer, by tag kind.", ["tag_kind"])
@@ -171,6 +173,11 @@ ENTRIES_EVICTED = Counter("ras_cache_entries_evicted_total", "Cached results del
 ERRORS = Counter("ras_cache_errors_total", "Failed Redis calls, by side (api, consumer) and operation.", ["side", "op"])
 EPOCH_BUMPS = Counter("ras_cache_epoch_bumps_total", "Cache epoch changes made by the consumer.")
 REDIS_UP = Gauge("ras_cache_redis_up", "1 while this process's last Redis call succeeded.", ["side"])
+WRITES_REFUSED = Gauge(
+    "ras_cache_writes_refused",
+    "1 while Redis refuses the consumer's evictions (maxmemory reached under noeviction, a read-only replica): the "
+    "epoch key is deleted instead and readers go without the cache.",
+)
 BUMP_PENDING = Gauge(
     "ras_cache_epoch_bump_pending",
     "1 while an eviction could not be delivered and the epoch change that makes up for it has not happened yet.",

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(
         default=3_600, ge=1, description="Safety-net expiry of cached results; eviction by events is the mechanism."
     )
+    cache_max_id_chars: int = Field(
+        default=256,
+        ge=1,
+        description="Longest batch or user id a stored result may have read: each becomes part of a Redis key, so a "
+        "result that read a longer one (a made-up id in a lookup, say) is answered but not stored.",
+    )
+    cache_max_tags: int = Field(
+        default=1_000,
+        ge=1,
+        description="Most batches and user lists a stored result may have read (each indexes it in Redis); a result "
+        "that read more is answered but not stored. A page of 100 batches reads 101.",
+    )
     redis_timeout_seconds: float = Field(
         default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
     )
