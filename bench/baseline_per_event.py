@@ -1,8 +1,8 @@
 """Baseline (a) of W1: a consumer shaped like the original service, one event per transaction.
 
 For each record, in the order aiokafka hands them out: parse it, validate it with the same contract models, write
-its rows with the same upsert statements and recompute its batch (`consumer.apply.write_rows` of a single
-record) in a transaction of its own, then commit that record's offset to Kafka before taking the next.
+its rows with the same upsert statements and recompute its batch (`consumer.apply.apply_fetch` of a single record,
+positions untouched) in a transaction of its own, then commit that record's offset to Kafka before taking the next.
 The original service also kept its offsets in Kafka only; no position row is written here, so the baseline does
 strictly less database work per event than RAS would with one-record transactions.
 """
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consumer.apply import project, write_rows
+from consumer.apply import Positions, apply_fetch
 from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch
 from consumer.pure.topics import ALL_TOPICS
 
 MAX_BYTES = 1_048_576
@@ -61,7 +62,7 @@ async def consume(database_url: str, bootstrap: str, expected: int) -> PerEventR
                 message.topic, message.partition, message.offset, message.key, message.value, message.timestamp
             )
             async with engine.begin() as conn:
-                await write_rows(conn, project([record], MAX_BYTES))
+                await apply_fetch(conn, decode_fetch([record], MAX_BYTES), positions=Positions.UNTOUCHED)
             await kafka.commit({TopicPartition(message.topic, message.partition): message.offset + 1})
             done += 1
             if first_done is None:

@@ -1,7 +1,7 @@
 """Read-side bench data: realistic events projected through the real consumer code, and apps over them.
 
 Rows are never written by hand: events from devstack.demo (the platform's own payloads with new ids) go through
-`consumer.apply.apply_records`, as `ras consume` would apply them.
+`consumer.apply.apply_fetch`, as `ras consume` would apply them.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from starlette.applications import Starlette
 from strawberry.schema.schema import Schema, StrawberryGraphQLCoreExecutionContext
 
 from app.graphql.endpoint import GraphQLEndpoint
-from consumer.apply import apply_records
+from consumer.apply import apply_fetch
 from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch
 from devstack.demo import EPOCH, Message, batch_life, pipeline_completed, registered, slot_assigned, spellchecked
 from infra.settings import Settings
 
@@ -77,7 +78,7 @@ def records(messages: Sequence[Message]) -> list[Record]:
 async def project(engine: AsyncEngine, messages: Sequence[Message]) -> None:
     """Apply `messages` in one transaction through the consumer's own code."""
     async with engine.begin() as conn:
-        await apply_records(conn, records(messages), MAX_BYTES)
+        await apply_fetch(conn, decode_fetch(records(messages), MAX_BYTES))
 
 
 @dataclass(frozen=True)

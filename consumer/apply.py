@@ -1,29 +1,36 @@
-"""One consumed batch of records → one database transaction.
+"""Applying a decoded fetch: one database transaction holds its rows, its quarantined records and positions.
 
-The transaction holds the projection's rows, the quarantined records and the next offset of every partition the
-batch came from, so after a crash at any instant the stored positions say exactly which records the tables
-already reflect. Records are decoded into rows first (`project`, no I/O), so the transaction holds its locks only
-for the database work. Nothing here talks to Kafka: the runner hands records in and the tests do the same.
+The transaction holds the rows, the quarantined records and the next offset of every partition the records came
+from, so after a crash at any instant the stored positions say exactly which records the tables already reflect.
+Records are decoded into rows first (consumer.pure.fetch, no I/O), so the transaction holds its locks only for
+the database work. Nothing here talks to Kafka: the runner hands decoded fetches in, and so do the tools and tests.
+
+`apply_fetch` is the one way in. `isolate_refused` wraps the caller's transactions around it for a fetch the
+database refuses for the data in it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.pure.batch_state import BatchState, Fact, derive
-from consumer.pure.decode import PoisonMessage, Record, decode
-from consumer.pure.mapping import Rows, rows_for
+from consumer.pure.fetch import DecodedFetch, Partition, Poison, refused_fetch
+from consumer.pure.mapping import Rows
 from db import writes
+from db.errors import is_data_error
 from db.positions import lock_positions
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,42 +47,132 @@ class Applied:
     positions: list[tuple[str, int, int]] = field(default_factory=list)
 
 
-def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
-    """The offset after the last of `records` in each partition they came from."""
-    offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        if r.offset >= offsets.get(tp, 0):
-            offsets[tp] = r.offset + 1
-    return offsets
+OnApplied = Callable[[Applied], Awaitable[None]]
 
 
-def _positions(
-    next_offsets: dict[tuple[str, int], int],
-    event_times: dict[tuple[str, int], datetime],
-    high_watermarks: dict[tuple[str, int], int],
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "topic": t,
-            "partition": p,
-            "next_offset": o,
-            "last_event_at": event_times.get((t, p)),
-            "high_watermark": high_watermarks.get((t, p)),
-        }
-        for (t, p), o in next_offsets.items()
-    ]
+class Positions(Enum):
+    """What applying a fetch does with the stored positions of the partitions its records came from."""
+
+    # Records as the broker delivered them to a member of the group: a rebalance or another member may deliver
+    # again what a transaction applied. Those records (below their partition's stored position) are left out, under
+    # a lock on the positions, so a concurrent transaction over the same partitions waits and then sees this one's.
+    LEAVE_OUT_APPLIED = "leave out applied"
+    # Records applied as given (a rebuild's own replay, tests), positions advanced past them.
+    ADVANCE = "advance"
+    # Records behind the positions (a replay from quarantine), or a baseline that keeps its offsets elsewhere.
+    UNTOUCHED = "untouched"
 
 
-def _quarantine_row(record: Record, reason: str) -> dict[str, Any]:
+async def apply_fetch(
+    conn: AsyncConnection,
+    fetch: DecodedFetch,
+    high_watermarks: dict[Partition, int] | None = None,
+    positions: Positions = Positions.ADVANCE,
+) -> Applied:
+    """Write `fetch` (rows, quarantined records, positions as `positions` says) within the caller's open
+    transaction on `conn`. `high_watermarks` (from the broker's fetch responses) is stored beside each position
+    for lag reporting."""
+    if positions is Positions.LEAVE_OUT_APPLIED:
+        stored = await lock_positions(conn, fetch.next_offsets)
+        new = [r for r in fetch.records if r.offset >= stored.get((r.topic, r.partition), 0)]
+        if len(new) < len(fetch.records):
+            log.info("records applied before left out", records=len(fetch.records) - len(new))
+            if not new:
+                return Applied()
+            fetch = fetch.part(new)
+    applied = await _write(conn, fetch)
+    if positions is not Positions.UNTOUCHED:
+        applied.positions = await _store_positions(conn, fetch, high_watermarks or {})
+    return applied
+
+
+async def isolate_refused(fetch: DecodedFetch, write: Callable[[DecodedFetch], Awaitable[T]]) -> list[T]:
+    """`write(fetch)`, where `write` applies a fetch in a transaction of its own. If the database refuses the fetch
+    for the data in it (a value beyond a column's range, say), it is halved until the one record is found, which
+    is quarantined outright; every other record is applied. Returns each transaction's result, in order."""
+    try:
+        return [await write(fetch)]
+    except DBAPIError as exc:
+        if not is_data_error(exc):
+            raise
+        records = fetch.records
+        if len(records) == 1:
+            return [await write(refused_fetch(records, f"database rejected the record: {exc.orig}"))]
+        middle = len(records) // 2
+        first = await isolate_refused(fetch.part(records[:middle]), write)
+        return first + await isolate_refused(fetch.part(records[middle:]), write)
+
+
+async def _write(conn: AsyncConnection, fetch: DecodedFetch) -> Applied:
+    """Write the rows and the quarantined records of `fetch`, without positions."""
+    rows = fetch.rows
+    await writes.lock_batches(conn, _batch_ids(rows))
+    initial = {**BatchState().as_row(), "phase_stats": {}}
+    refold = await writes.upsert_registrations(conn, rows.registrations, initial)
+    refold |= await writes.insert_batch_facts(conn, rows.batch_facts)
+    activity = _merge(
+        await writes.upsert_essay_slots(conn, rows.essay_slots),
+        await writes.link_essays(conn, rows.essay_links),
+        await writes.upsert_phase_results(conn, rows.phase_results),
+    )
+    # A replaced result may have started later than the one it replaces, so the batch's earliest activity cannot
+    # be advanced from what was written: it is folded again from all its rows, like a batch with new facts.
+    refold |= {b for b, (_, _, replaced) in activity.items() if replaced}
+    user_ids = await _rederive(conn, refold) if refold else set()
+    user_ids |= await writes.advance_activity(conn, {b: a for b, a in activity.items() if b not in refold})
+    await _quarantine(conn, fetch.poison)
+    counts = fetch.counts
+    return Applied(
+        batch_ids=refold | activity.keys(),
+        user_ids=user_ids,
+        applied=counts.applied,
+        ignored=counts.ignored,
+        quarantined=counts.quarantined,
+        newest_event_at=counts.newest_event_at,
+    )
+
+
+async def _quarantine(conn: AsyncConnection, poison: list[Poison]) -> None:
+    for p in poison:
+        # Logged as the row is written; a retried transaction logs it again.
+        log.warning(
+            "record quarantined",
+            topic=p.record.topic,
+            partition=p.record.partition,
+            offset=p.record.offset,
+            correlation_id=p.correlation_id,
+            reason=p.reason[:300],
+        )
+    await writes.quarantine(conn, [_quarantine_row(p) for p in poison])
+
+
+def _quarantine_row(poison: Poison) -> dict[str, Any]:
+    record = poison.record
     return {
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "key": record.key,
         "value": record.value,
-        "error": reason,
+        "error": poison.reason,
     }
+
+
+async def _store_positions(
+    conn: AsyncConnection, fetch: DecodedFetch, high_watermarks: dict[Partition, int]
+) -> list[tuple[str, int, int]]:
+    rows = [
+        {
+            "topic": topic,
+            "partition": partition,
+            "next_offset": offset,
+            "last_event_at": fetch.event_times.get((topic, partition)),
+            "high_watermark": high_watermarks.get((topic, partition)),
+        }
+        for (topic, partition), offset in fetch.next_offsets.items()
+    ]
+    await writes.store_positions(conn, rows)
+    return [(topic, partition, offset) for (topic, partition), offset in fetch.next_offsets.items()]
 
 
 def _batch_ids(rows: Rows) -> set[str]:
@@ -109,75 +206,6 @@ async def _rederive(conn: AsyncConnection, batch_ids: set[str]) -> set[str]:
     return {b["user_id"] for b in batches}
 
 
-@dataclass
-class Projection:
-    """Records read and turned into rows, before any database work (see `project`)."""
-
-    records: Sequence[Record]
-    max_bytes: int
-    # Per partition, the offset after its last record: the position the transaction stores.
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    rows: Rows = field(default_factory=Rows)
-    poison: list[dict[str, Any]] = field(default_factory=list)
-    counts: Applied = field(default_factory=Applied)
-    event_times: dict[tuple[str, int], datetime] = field(default_factory=dict)
-
-
-def project(records: Sequence[Record], max_bytes: int) -> Projection:
-    """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside for quarantine."""
-    out = Projection(records, max_bytes, next_offsets(records))
-    for record in records:
-        event = None
-        try:
-            event = decode(record, max_bytes)
-            if event is None:
-                out.counts.ignored[record.topic] += 1
-                continue
-            out.rows.extend(rows_for(event))
-        except PoisonMessage as exc:
-            correlation_id = exc.correlation_id or (event.envelope.correlation_id if event is not None else None)
-            out.poison.append(_quarantine_row(record, str(exc)))
-            out.counts.quarantined[record.topic] += 1
-            # Logged when set aside; the row commits with the batch (a retried batch logs it again).
-            log.warning(
-                "record quarantined",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                correlation_id=correlation_id,
-                reason=str(exc)[:300],
-            )
-            continue
-        out.counts.applied[record.topic] += 1
-        stamp = event.envelope.event_timestamp or event.record_time
-        if stamp is not None:
-            tp = (record.topic, record.partition)
-            out.event_times[tp] = max(out.event_times.get(tp, stamp), stamp)
-            out.counts.newest_event_at = max(out.counts.newest_event_at or stamp, stamp)
-    return out
-
-
-async def write_rows(conn: AsyncConnection, projection: Projection) -> Applied:
-    """Write a projection's rows and quarantined records within the caller's open transaction, without positions."""
-    rows = projection.rows
-    await writes.lock_batches(conn, _batch_ids(rows))
-    initial = {**BatchState().as_row(), "phase_stats": {}}
-    refold = await writes.upsert_registrations(conn, rows.registrations, initial)
-    refold |= await writes.insert_batch_facts(conn, rows.batch_facts)
-    activity = _merge(
-        await writes.upsert_essay_slots(conn, rows.essay_slots),
-        await writes.link_essays(conn, rows.essay_links),
-        await writes.upsert_phase_results(conn, rows.phase_results),
-    )
-    # A replaced result may have started later than the one it replaces, so the batch's earliest activity cannot
-    # be advanced from what was written: it is folded again from all its rows, like a batch with new facts.
-    refold |= {b for b, (_, _, replaced) in activity.items() if replaced}
-    user_ids = await _rederive(conn, refold) if refold else set()
-    user_ids |= await writes.advance_activity(conn, {b: a for b, a in activity.items() if b not in refold})
-    await writes.quarantine(conn, projection.poison)
-    return replace(projection.counts, batch_ids=refold | activity.keys(), user_ids=user_ids)
-
-
 def _merge(*parts: writes.Activity) -> writes.Activity:
     """Several statements' activity as one, per batch: the earliest start, the latest time, any replacement."""
     merged: writes.Activity = {}
@@ -190,68 +218,3 @@ def _merge(*parts: writes.Activity) -> writes.Activity:
                 replaced |= was_replaced
             merged[batch_id] = (first, last, replaced)
     return merged
-
-
-async def apply_projection(
-    conn: AsyncConnection, projection: Projection, high_watermarks: dict[tuple[str, int], int] | None = None
-) -> Applied:
-    """Write a projection and store the positions after its records, within the caller's open transaction.
-
-    `high_watermarks` (from the broker's fetch responses) is stored beside each position for lag reporting.
-    """
-    result = await write_rows(conn, projection)
-    result.positions = await _store_positions(
-        conn, projection.next_offsets, projection.event_times, high_watermarks or {}
-    )
-    return result
-
-
-async def apply_delivered(
-    conn: AsyncConnection, projection: Projection, high_watermarks: dict[tuple[str, int], int]
-) -> Applied:
-    """`apply_projection` for records as the broker delivered them, leaving out those an earlier transaction
-    applied: offsets below their partition's stored position.
-
-    Those come from a batch fetched before a rebalance sought its partitions back to the stored positions (the
-    records are then delivered again), or from another consumer of the group during a rebalance. Their rows would
-    be written again unchanged, but they would be counted, evicted and announced twice. The stored positions are
-    locked first, so a concurrent transaction over the same partitions waits and then sees this one's positions.
-    """
-    stored = await lock_positions(conn, projection.next_offsets)
-    if any(r.offset < stored.get((r.topic, r.partition), 0) for r in projection.records):
-        new = [r for r in projection.records if r.offset >= stored.get((r.topic, r.partition), 0)]
-        log.info("records applied before left out", records=len(projection.records) - len(new))
-        if not new:
-            return Applied()
-        projection = project(new, projection.max_bytes)
-    return await apply_projection(conn, projection, high_watermarks)
-
-
-async def apply_records(
-    conn: AsyncConnection,
-    records: Sequence[Record],
-    max_bytes: int,
-    high_watermarks: dict[tuple[str, int], int] | None = None,
-) -> Applied:
-    """Project `records` and store the positions after them, within the caller's open transaction on `conn`."""
-    return await apply_projection(conn, project(records, max_bytes), high_watermarks)
-
-
-async def quarantine_records(
-    conn: AsyncConnection, records: Sequence[Record], reason: str, high_watermarks: dict[tuple[str, int], int]
-) -> Applied:
-    """Quarantine `records` outright (the database refused them) and move past them."""
-    await writes.quarantine(conn, [_quarantine_row(r, reason) for r in records])
-    positions = await _store_positions(conn, next_offsets(records), {}, high_watermarks)
-    return Applied(quarantined=Counter(r.topic for r in records), positions=positions)
-
-
-async def _store_positions(
-    conn: AsyncConnection,
-    offsets: dict[tuple[str, int], int],
-    event_times: dict[tuple[str, int], datetime],
-    high_watermarks: dict[tuple[str, int], int],
-) -> list[tuple[str, int, int]]:
-    positions = _positions(offsets, event_times, high_watermarks)
-    await writes.store_positions(conn, positions)
-    return [(p["topic"], p["partition"], p["next_offset"]) for p in positions]

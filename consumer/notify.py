@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import orjson
 import structlog
@@ -30,12 +30,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Applied
+from consumer.apply import Applied, OnApplied
 from infra import cache_keys as ck
 from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
-OnApplied = Callable[[Applied], Awaitable[None]]
 
 PUBLISHED = Counter(
     "ras_live_published_total",

@@ -1,9 +1,9 @@
 """Where each assigned partition resumes: the position stored with the projection, never Kafka's own commit.
 
 The projection's transaction stores the next offset of every partition it consumed, so the database alone knows
-which records its rows reflect. On assignment the consumer seeks there; a partition with no stored position
-starts from the beginning (or the end, if so configured), even when Kafka holds a committed offset for the
-group — that offset may belong to a different database.
+which records its rows reflect. After every assignment the consumer seeks there (consumer.intake); a partition
+with no stored position starts from the beginning (or the end, if so configured), even when Kafka holds a
+committed offset for the group — that offset may belong to a different database.
 
 A stored position is checked against the partition's log first. Beyond its end, the broker lost the log (a topic
 recreated, a broker restarted without its storage): the partition is read again from its beginning and its stored
@@ -20,129 +20,116 @@ high watermark of that fetch response is the end that counts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.positions import load_positions, rewind_positions
 
 log = structlog.get_logger(__name__)
-Positions = dict[tuple[str, int], int]
+T = TypeVar("T")
 # Asking the broker for the partitions' bounds must not hold up an assignment for the client's 40 s request timeout.
 BOUNDS_TIMEOUT_SECONDS = 10.0
 # How long the probe's fetch at an empty partition waits for records before the broker answers.
 PROBE_WAIT_MS = 100
 
 
-class PositionListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Seeks newly assigned partitions to their stored positions.
+class Retry(Protocol):
+    """Runs a database step until the database answers (consumer.intake.Intake.retrying)."""
 
-    `in_flight` is held while a transaction is being applied: revocation waits for it, so a partition is handed
-    to another consumer only after the records already taken from it are committed.
-    """
+    def __call__(self, what: str, attempt: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
 
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        bootstrap_servers: str,
-        engine: AsyncEngine,
-        in_flight: asyncio.Lock,
-        start_from_end: bool,
-        retry: Callable[[str, Callable[[], Awaitable[Positions]]], Awaitable[Positions]],
-        on_assigned: Callable[[], None],
-    ) -> None:
-        self._consumer = consumer
-        self._bootstrap_servers = bootstrap_servers
-        self._engine = engine
-        self._in_flight = in_flight
-        self._start_from_end = start_from_end
-        self._retry = retry
-        self._on_assigned = on_assigned
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._in_flight:
-            log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """Where each partition of an assignment resumes."""
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        async def load() -> Positions:
-            async with self._engine.connect() as conn:
-                return await load_positions(conn, [(tp.topic, tp.partition) for tp in assigned])
+    offsets: dict[TopicPartition, int]  # its stored position, checked against its log
+    fresh: list[TopicPartition]  # no stored position: the beginning of its log (or the end, if so configured)
+    rewound: int  # how many partitions had lost their log and are read again from its beginning
 
-        stored = await self._retry("load stored positions", load)
-        bounds = await self._log_bounds(
-            {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
-        )
-        fresh = []
-        rewound: dict[TopicPartition, tuple[int, int]] = {}
-        for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is None:
-                fresh.append(tp)
-                continue
-            first, end = bounds.get(tp, (offset, offset))
-            name = f"{tp.topic}:{tp.partition}"
-            if offset > end:
-                log.warning(
-                    "stored position beyond the end of the partition: the broker lost its log; reading the partition "
-                    "again from its beginning",
-                    partition=name,
-                    stored=offset,
-                    end=end,
-                    beginning=first,
-                )
-                rewound[tp] = (first, end)
-                offset = first
-            elif offset < first:
-                log.warning(
-                    "records deleted by retention before they were applied; resuming at the partition's first record",
-                    partition=name,
-                    stored=offset,
-                    beginning=first,
-                    lost=first - offset,
-                )
-                offset = first
-            self._consumer.seek(tp, offset)
-        if rewound:
-            await self._rewind(rewound)
-        if fresh:
-            seek = self._consumer.seek_to_end if self._start_from_end else self._consumer.seek_to_beginning
-            await seek(*fresh)
-        log.info(
-            "partitions assigned", partitions=len(assigned), stored=len(stored), fresh=len(fresh), rewound=len(rewound)
-        )
-        self._on_assigned()
 
-    async def _log_bounds(self, stored: dict[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
-        """First and end offset of each partition; empty (nothing checked) when the broker cannot say."""
-        partitions = list(stored)
-        if not partitions:
-            return {}
-        try:
-            async with asyncio.timeout(BOUNDS_TIMEOUT_SECONDS):
-                first = await self._consumer.beginning_offsets(partitions)
-                end = await self._consumer.end_offsets(partitions)
-                short = {tp: end[tp] for tp in partitions if tp in end and stored[tp] > end[tp]}
-                if short:
-                    end.update(await fetched_ends(self._bootstrap_servers, short))
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("could not read the partitions' bounds; resuming at the stored positions", error=str(exc)[:200])
-            return {}
-        return {tp: (first[tp], end[tp]) for tp in partitions if tp in first and tp in end}
+async def resumption(
+    consumer: AIOKafkaConsumer,
+    bootstrap_servers: str,
+    engine: AsyncEngine,
+    partitions: Iterable[TopicPartition],
+    retry: Retry,
+) -> Resumption:
+    """Where `partitions` resume: their stored positions, checked against their logs. A lost log's stored
+    position is rewound in the database at once."""
+    assigned = list(partitions)
 
-    async def _rewind(self, rewound: dict[TopicPartition, tuple[int, int]]) -> None:
-        """Store the rewound positions at once: stored positions otherwise only move forward, so the old ones would
-        stay ahead of the new log, and a restart after it grew past them would skip the records in between."""
+    async def load() -> dict[tuple[str, int], int]:
+        async with engine.connect() as conn:
+            return await load_positions(conn, [(tp.topic, tp.partition) for tp in assigned])
 
-        async def write() -> Positions:
-            # After any transaction in hand: it may still carry a position from the lost log.
-            async with self._in_flight, self._engine.begin() as conn:
-                await rewind_positions(conn, {(tp.topic, tp.partition): bounds for tp, bounds in rewound.items()})
-            return {}
+    stored = await retry("load stored positions", load)
+    at = {tp: stored[(tp.topic, tp.partition)] for tp in assigned if (tp.topic, tp.partition) in stored}
+    bounds = await _log_bounds(consumer, bootstrap_servers, at)
+    rewound: dict[TopicPartition, tuple[int, int]] = {}
+    for tp, offset in at.items():
+        first, end = bounds.get(tp, (offset, offset))
+        name = f"{tp.topic}:{tp.partition}"
+        if offset > end:
+            log.warning(
+                "stored position beyond the end of the partition: the broker lost its log; reading the partition "
+                "again from its beginning",
+                partition=name,
+                stored=offset,
+                end=end,
+                beginning=first,
+            )
+            rewound[tp] = (first, end)
+            at[tp] = first
+        elif offset < first:
+            log.warning(
+                "records deleted by retention before they were applied; resuming at the partition's first record",
+                partition=name,
+                stored=offset,
+                beginning=first,
+                lost=first - offset,
+            )
+            at[tp] = first
+    if rewound:
+        await _rewind(engine, rewound, retry)
+    return Resumption(at, [tp for tp in assigned if tp not in at], len(rewound))
 
-        await self._retry("rewind stored positions", write)
+
+async def _log_bounds(
+    consumer: AIOKafkaConsumer, bootstrap_servers: str, stored: dict[TopicPartition, int]
+) -> dict[TopicPartition, tuple[int, int]]:
+    """First and end offset of each partition; empty (nothing checked) when the broker cannot say."""
+    partitions = list(stored)
+    if not partitions:
+        return {}
+    try:
+        async with asyncio.timeout(BOUNDS_TIMEOUT_SECONDS):
+            first = await consumer.beginning_offsets(partitions)
+            end = await consumer.end_offsets(partitions)
+            short = {tp: end[tp] for tp in partitions if tp in end and stored[tp] > end[tp]}
+            if short:
+                end.update(await fetched_ends(bootstrap_servers, short))
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("could not read the partitions' bounds; resuming at the stored positions", error=str(exc)[:200])
+        return {}
+    return {tp: (first[tp], end[tp]) for tp in partitions if tp in first and tp in end}
+
+
+async def _rewind(engine: AsyncEngine, rewound: dict[TopicPartition, tuple[int, int]], retry: Retry) -> None:
+    """Store the rewound positions at once: stored positions otherwise only move forward, so the old ones would
+    stay ahead of the new log, and a restart after it grew past them would skip the records in between."""
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await rewind_positions(conn, {(tp.topic, tp.partition): bounds for tp, bounds in rewound.items()})
+
+    await retry("rewind stored positions", write)
 
 
 async def fetched_ends(bootstrap_servers: str, reported: dict[TopicPartition, int]) -> dict[TopicPartition, int]:

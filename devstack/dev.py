@@ -22,10 +22,8 @@ from pydantic import ValidationError
 from app.cache import QueryCache
 from app.live import EventHub
 from app.main import create_app
-from consumer.eviction import Evictor
-from consumer.notify import Publisher, chain
+from consumer.main import run as consume
 from consumer.pure.topics import ALL_TOPICS
-from consumer.runner import ProjectionConsumer
 from db.migrate import upgrade_async
 from devstack import embedded
 from devstack.demo import demo_stream
@@ -95,7 +93,8 @@ async def run_dev(port: int | None, batches: int, rate: float | None, progress: 
     with _api_socket(port) as sock:
         async with contextlib.AsyncExitStack() as stack:
             urls = await _servers(stack)
-            overrides: dict[str, object] = {**urls, "environment": "development"}
+            # The API's /metrics shows the consumer's metrics too (one process): no ops server of the consumer's.
+            overrides: dict[str, object] = {**urls, "environment": "development", "consumer_metrics_port": 0}
             if port is not None:
                 overrides["port"] = port
             try:
@@ -112,14 +111,6 @@ async def run_dev(port: int | None, batches: int, rate: float | None, progress: 
 async def _run(
     settings: Settings, sock: socket.socket, stop: asyncio.Event, batches: int, rate: float | None, progress: bool
 ) -> None:
-    from db.engine import create_projection_engine
-
-    engine = create_projection_engine(settings.database_url, pool_size=settings.database_pool_size)
-    evictor = Evictor.from_settings(settings)
-    await evictor.bump_epoch()
-    # Live updates as `ras consume` / `ras serve` wire them: evict, then publish; the API serves subscriptions.
-    publisher = Publisher.from_settings(settings, engine)
-    consumer = ProjectionConsumer(settings, engine, on_applied=chain(evictor.evict, publisher.publish))
     api = TaskServer(
         uvicorn.Config(
             create_app(settings, cache=QueryCache.from_settings(settings), events=EventHub.from_settings(settings)),
@@ -129,7 +120,8 @@ async def _run(
             log_level="warning",
         )
     )
-    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(api.serve(sockets=[sock]))]
+    # The consumer as `ras consume` composes it, stopped with everything else.
+    tasks = [asyncio.create_task(consume(settings, stop)), asyncio.create_task(api.serve(sockets=[sock]))]
     try:
         while not api.started:
             if tasks[1].done():
@@ -144,9 +136,6 @@ async def _run(
         print("stopping…", flush=True)
     finally:
         api.should_exit = True
-        consumer.stop()
+        stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await evictor.aclose()
-        await publisher.aclose()
-        await engine.dispose()
     print("stopped", flush=True)

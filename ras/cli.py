@@ -10,23 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import sys
 import traceback
 import warnings
 from collections.abc import Sequence
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.failures import CommandFailure, ConfigurationError, broker, database, reaching
-from infra.http_server import PortUnavailable, listen
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.version import VERSION
-
-log = structlog.get_logger(__name__)
 
 DEVSTACK_INSTALL = "pip install 'result-aggregator-service[devstack]' (or make dev)"
 
@@ -56,89 +50,12 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _consume(settings: Settings) -> None:
-    from consumer.eviction import Evictor
-    from consumer.notify import Publisher, chain
-    from consumer.ops import ops_app, ops_server
-    from consumer.runner import ProjectionConsumer
-    from db.engine import create_projection_engine
-
-    engine = create_projection_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
-    evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
-    publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
-    # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.
-    on_applied = chain(
-        evictor.evict if evictor is not None else None, publisher.publish if publisher is not None else None
-    )
-    consumer = ProjectionConsumer(settings, engine, on_applied=on_applied)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, consumer.stop)
-    ops = None
-    ops_socket = _ops_socket(settings)
-    if ops_socket is not None:
-        ops = ops_server(ops_app(engine, consumer.assigned.is_set), settings.host, settings.consumer_metrics_port)
-    ops_task = asyncio.create_task(ops.serve(sockets=[ops_socket])) if ops is not None and ops_socket else None
-    try:
-        await _wait_for_dependencies(settings, engine)
-        if evictor is not None:
-            # A crash between a commit and its eviction (the last run's) left entries nothing will evict: hide them.
-            await evictor.bump_epoch()
-        if publisher is not None:
-            await publisher.resync()  # likewise for the last run's publications: subscribers re-read
-        await consumer.run()
-    finally:
-        await consumer.close()
-        if ops is not None and ops_task is not None:
-            ops.should_exit = True
-            await ops_task
-        if evictor is not None:
-            await evictor.aclose()
-        if publisher is not None:
-            await publisher.aclose()
-        await engine.dispose()
-
-
-def _ops_socket(settings: Settings) -> socket.socket | None:
-    """The consumer's metrics/health port, bound; None when it is off or taken (the consumer's work matters more
-    than its metrics, so a taken port is logged, not fatal)."""
-    if not settings.consumer_metrics_port:
-        return None
-    try:
-        return listen(settings.host, settings.consumer_metrics_port, "RAS_CONSUMER_METRICS_PORT")
-    except PortUnavailable as exc:
-        log.error("consumer metrics/health server not started", reason=str(exc))
-        return None
-
-
-async def _wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> None:
-    from sqlalchemy import text
-
-    from infra.wait import wait_for
-
-    async def probe_database() -> None:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
-    where = engine.url.render_as_string(hide_password=True)
-    with reaching(database(settings.database_url)):
-        await wait_for("database", where, probe_database, settings.startup_timeout_seconds)
-    await _wait_for_broker(settings)
-
-
-async def _wait_for_broker(settings: Settings) -> None:
-    from infra.wait import broker_answers, wait_for
-
-    bootstrap = settings.kafka_bootstrap_servers
-    with reaching(broker(bootstrap)):
-        await wait_for("kafka", bootstrap, lambda: broker_answers(bootstrap), settings.startup_timeout_seconds)
-
-
 def _produce_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.main import wait_for_broker
     from devstack.produce import produce_demo
 
     async def run() -> int:
-        await _wait_for_broker(settings)
+        await wait_for_broker(settings)
         with reaching(broker(settings.kafka_bootstrap_servers)):
             return await produce_demo(
                 settings.kafka_bootstrap_servers, args.batches, args.users, args.rate, not args.quiet
@@ -183,12 +100,13 @@ async def _quarantine_action(settings: Settings, args: argparse.Namespace, engin
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.main import wait_for_dependencies
     from consumer.tools.rebuild import RebuildError, rebuild
     from db.engine import create_engine
 
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        await _wait_for_dependencies(settings, engine)  # a server that is not there: one line, before any work
+        await wait_for_dependencies(settings, engine)  # a server that is not there: one line, before any work
     finally:
         await engine.dispose()
     try:
@@ -371,7 +289,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "quarantine":
         return asyncio.run(_quarantine(settings, args))
     if args.command == "consume":
-        asyncio.run(_consume(settings))
+        from consumer.main import consume
+
+        consume(settings)
         return 0
     if args.command == "rebuild":
         return asyncio.run(_rebuild(settings, args))

@@ -38,7 +38,7 @@ DEVSTACK_MODULES = {"devstack/embedded.py", "devstack/dev.py", "devstack/produce
 RUNTIME_COMMAND_MODULES = (
     "ras.cli",
     "app.main",  # serve
-    "consumer.runner",  # consume
+    "consumer.main",  # consume
     "consumer.ops",
     "consumer.eviction",
     "consumer.notify",

@@ -34,12 +34,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tqdm import tqdm
 
-from consumer.apply import apply_records, quarantine_records
+from consumer.apply import apply_fetch, isolate_refused
 from consumer.pure.decode import Record
+from consumer.pure.fetch import DecodedFetch, decode_fetch
 from consumer.pure.topics import ALL_TOPICS
 from consumer.runner import PREFETCH_BYTES
 from db import shadow
-from db.errors import is_data_error, is_transient
+from db.errors import is_transient
 from db.migrate import head_revision, upgrade_async
 from infra.backoff import Backoff
 from infra.settings import Settings
@@ -235,27 +236,19 @@ class _Replay:
         return marks
 
     async def _apply(self, records: Sequence[Record], marks: dict[tuple[str, int], int]) -> None:
-        """Apply like the live consumer does: a value the database refuses is narrowed down by splitting the batch
+        """Apply like the live consumer does: a value the database refuses is narrowed down by splitting the fetch
         and quarantined alone, so the shadow's quarantine matches the live one's."""
-        backoff = Backoff(base=0.2, cap=5.0)
-        max_bytes = self._settings.max_message_bytes
-        while True:
-            try:
-                async with self._engine.begin() as conn:
-                    await apply_records(conn, records, max_bytes, marks)
-                return
-            except DBAPIError as exc:
-                if is_data_error(exc):
-                    reason = f"database rejected the record: {exc.orig}"
-                    break
-                if not is_transient(exc) or backoff.attempt >= 8:
-                    raise
-                await asyncio.sleep(backoff.next_delay())
-        if len(records) > 1:
-            middle = len(records) // 2
-            await self._apply(records[:middle], marks)
-            await self._apply(records[middle:], marks)
-            return
-        log.warning("record refused by the database", topic=records[0].topic, offset=records[0].offset)
-        async with self._engine.begin() as conn:
-            await quarantine_records(conn, records, reason, marks)
+
+        async def write(fetch: DecodedFetch) -> None:
+            backoff = Backoff(base=0.2, cap=5.0)
+            while True:
+                try:
+                    async with self._engine.begin() as conn:
+                        await apply_fetch(conn, fetch, marks)
+                    return
+                except DBAPIError as exc:
+                    if not is_transient(exc) or backoff.attempt >= 8:
+                        raise
+                    await asyncio.sleep(backoff.next_delay())
+
+        await isolate_refused(decode_fetch(records, self._settings.max_message_bytes), write)

@@ -1,6 +1,6 @@
 """Re-apply quarantined records, e.g. after a contract fix: `ras quarantine replay`.
 
-Each record goes through the same decode → projection path as live traffic, in its own transaction, so one that
+Each record goes through the same decode → rows path as live traffic, in its own transaction, so one that
 still fails does not hold back the others. It keeps its quarantine row either way (an audit trail): a record that
 now applies is stamped `replayed_at`; one that still fails gets its new reason. Stored positions are untouched —
 they only move forward and are already past every quarantined offset.
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Applied, apply_records
-from consumer.pure.decode import PoisonMessage, Record, decode
-from consumer.pure.mapping import rows_for
+from consumer.apply import Applied, Positions, apply_fetch
+from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch
 from db.errors import is_data_error
 from db.quarantine import list_quarantined, mark_replayed, record_failure
 
@@ -28,32 +28,21 @@ class ReplayReport:
     user_ids: set[str] = field(default_factory=set)
 
 
-def _reason(record: Record, max_bytes: int) -> str | None:
-    """Why `record` would be quarantined again, or None if it now applies."""
-    try:
-        event = decode(record, max_bytes)
-        if event is not None:
-            rows_for(event)
-    except PoisonMessage as exc:
-        return str(exc)
-    return None
-
-
 async def replay(engine: AsyncEngine, max_bytes: int, topic: str | None = None, limit: int = 1_000) -> ReplayReport:
     report = ReplayReport()
     async with engine.connect() as conn:
         pending = await list_quarantined(conn, topic=topic, limit=limit)
     for q in pending:
-        record = Record(q.topic, q.partition, q.offset, q.key, q.value)
-        reason = _reason(record, max_bytes)
+        fetch = decode_fetch([Record(q.topic, q.partition, q.offset, q.key, q.value)], max_bytes)
         async with engine.begin() as conn:
-            if reason is not None:
-                await record_failure(conn, q.id, reason)
-                report.still_failing[q.id] = reason
+            if fetch.poison:
+                [poison] = fetch.poison
+                await record_failure(conn, q.id, poison.reason)
+                report.still_failing[q.id] = poison.reason
                 continue
             try:
                 async with conn.begin_nested():
-                    applied: Applied = await apply_records(conn, [record], max_bytes)
+                    applied: Applied = await apply_fetch(conn, fetch, positions=Positions.UNTOUCHED)
             except DBAPIError as exc:
                 if not is_data_error(exc):
                     raise

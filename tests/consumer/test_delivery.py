@@ -1,4 +1,5 @@
-"""apply_delivered: records delivered again after their transaction committed are left out, not applied twice."""
+"""Applying fetches as delivered: records delivered again after their transaction committed are left out, not
+applied twice (`Positions.LEAVE_OUT_APPLIED`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import random
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Applied, apply_delivered, next_offsets, project
+from consumer.apply import Applied, Positions, apply_fetch
 from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch, next_offsets
 from tests.helpers.consumer import MAX_BYTES, as_records, dump
 from tests.helpers.scenario import EPOCH, batch_life
 
@@ -20,7 +22,7 @@ def stream(seed: int) -> list[Record]:
 
 async def deliver(engine: AsyncEngine, records: list[Record]) -> Applied:
     async with engine.begin() as conn:
-        return await apply_delivered(conn, project(records, MAX_BYTES), {})
+        return await apply_fetch(conn, decode_fetch(records, MAX_BYTES), positions=Positions.LEAVE_OUT_APPLIED)
 
 
 def handled(applied: Applied) -> int:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.pure.topics import ALL_TOPICS
-from consumer.runner import ProjectionConsumer
+from consumer.runner import ConsumerLoop
 from infra.settings import Settings
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.kafka_io import produce, stored_positions, wait_for_positions
@@ -54,7 +54,7 @@ async def test_consumer_projects_all_topics_like_direct_application(
     async def record(result: object) -> None:
         applied.append(result)
 
-    consumer = ProjectionConsumer(settings_for(database_url, kafka_bootstrap), engine, on_applied=record)
+    consumer = ConsumerLoop(settings_for(database_url, kafka_bootstrap), engine, on_applied=record)
     task = asyncio.create_task(consumer.run())
     try:
         positions = await wait_for_positions(engine, ends, timeout=60)
@@ -77,7 +77,7 @@ async def test_consumer_resumes_from_stored_positions_not_kafka_commits(
     first = stream(5, seed=2)
     ends = await produce(kafka_bootstrap, first)
     settings = settings_for(database_url, kafka_bootstrap)
-    consumer = ProjectionConsumer(settings, engine)
+    consumer = ConsumerLoop(settings, engine)
     task = asyncio.create_task(consumer.run())
     await wait_for_positions(engine, ends, timeout=60)
     consumer.stop()
@@ -87,7 +87,7 @@ async def test_consumer_resumes_from_stored_positions_not_kafka_commits(
     second = stream(5, seed=3)
     ends = {**ends, **{tp: n for tp, n in (await produce(kafka_bootstrap, second)).items()}}
     before = await stored_positions(engine)
-    consumer = ProjectionConsumer(settings.model_copy(update={"kafka_group_id": "another-group"}), engine)
+    consumer = ConsumerLoop(settings.model_copy(update={"kafka_group_id": "another-group"}), engine)
     task = asyncio.create_task(consumer.run())
     try:
         await wait_for_positions(engine, ends, timeout=60)

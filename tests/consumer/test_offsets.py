@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.offsets import fetched_ends
 from consumer.pure.topics import ALL_TOPICS
-from consumer.runner import ProjectionConsumer
+from consumer.runner import ConsumerLoop
 from tests.consumer.test_kafka import settings_for, stream
 from tests.helpers.kafka_io import produce, stored_positions, wait_for_positions
 
@@ -52,7 +52,7 @@ async def test_a_restart_resumes_at_the_stored_positions_even_where_the_broker_r
 ) -> None:
     ends = await produce(kafka_bootstrap, stream(12, seed=7))
     settings = settings_for(database_url, kafka_bootstrap)
-    await consume_until(ProjectionConsumer(settings, engine), engine, ends)
+    await consume_until(ConsumerLoop(settings, engine), engine, ends)
     stored = await stored_positions(engine)
     reported = await reported_ends(kafka_bootstrap, [TopicPartition(*tp) for tp in stored])
     short = [tp for tp in reported if reported[tp] < stored[(tp.topic, tp.partition)]]
@@ -61,14 +61,14 @@ async def test_a_restart_resumes_at_the_stored_positions_even_where_the_broker_r
 
     restarted = settings.model_copy(update={"kafka_group_id": f"ras-test-{uuid.uuid4().hex[:8]}"})
     with structlog.testing.capture_logs() as logs:
-        await consume_until(ProjectionConsumer(restarted, engine), engine, ends)
+        await consume_until(ConsumerLoop(restarted, engine), engine, ends)
     assert [e for e in logs if e["event"].startswith(BEYOND_END)] == []
     [assigned] = [e for e in logs if e["event"] == "partitions assigned"]
     assert assigned["stored"] == len(stored) and assigned["rewound"] == 0
     assert await stored_positions(engine) == stored, "nothing rewound, nothing re-read"
 
 
-async def consume_until(consumer: ProjectionConsumer, engine: AsyncEngine, ends: dict[tuple[str, int], int]) -> None:
+async def consume_until(consumer: ConsumerLoop, engine: AsyncEngine, ends: dict[tuple[str, int], int]) -> None:
     task = asyncio.create_task(consumer.run())
     try:
         await asyncio.wait_for(consumer.assigned.wait(), 60)

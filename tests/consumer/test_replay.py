@@ -9,8 +9,9 @@ import sys
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import apply_records
+from consumer.apply import apply_fetch
 from consumer.pure import topics as t
+from consumer.pure.fetch import decode_fetch
 from consumer.tools.replay import replay
 from tests.helpers.consumer import as_records, dump
 from tests.helpers.scenario import fixture_messages
@@ -26,7 +27,7 @@ async def test_replay_applies_what_now_fits_and_keeps_the_rest(engine: AsyncEngi
     registration = next(v for n, _t, _k, v in fixture_messages("gen2") if n.startswith("batch_essays_registered"))
     records = as_records([(t.BATCH_ESSAYS_REGISTERED, b"k", registration), (t.ESSAY_SLOT_ASSIGNED, b"k", b"{oops")])
     async with engine.begin() as conn:  # an operator had set the size limit too low
-        applied = await apply_records(conn, records, max_bytes=1_024)
+        applied = await apply_fetch(conn, decode_fetch(records, max_bytes=1_024))
     assert sum(applied.quarantined.values()) == 2 and (await dump(engine))["batches"] == []
 
     listing = await ras_quarantine_list(database_url)

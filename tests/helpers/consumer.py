@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Applied, apply_records
+from consumer.apply import Applied, apply_fetch
 from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch
 from tests.helpers.scenario import Message
 
 MAX_BYTES = 1_048_576
@@ -40,7 +41,7 @@ async def apply(engine: AsyncEngine, records: Sequence[Record], per_transaction:
     results = []
     for start in range(0, len(records), size):
         async with engine.begin() as conn:
-            results.append(await apply_records(conn, records[start : start + size], MAX_BYTES))
+            results.append(await apply_fetch(conn, decode_fetch(records[start : start + size], MAX_BYTES)))
     return results
 
 

@@ -23,9 +23,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import Applied, apply_records
+from consumer.apply import Applied, apply_fetch
 from consumer.pure import topics
 from consumer.pure.decode import Record
+from consumer.pure.fetch import decode_fetch
 from devstack.demo import (
     EPOCH,
     Message,
@@ -77,7 +78,7 @@ def records(messages: Sequence[Message], partitions: int = 1) -> list[Record]:
 async def project(engine: AsyncEngine, messages: Sequence[Message], partitions: int = 1) -> Applied:
     """Apply the messages in one transaction, as the consumer would."""
     async with engine.begin() as conn:
-        return await apply_records(conn, records(messages, partitions), MAX_BYTES)
+        return await apply_fetch(conn, decode_fetch(records(messages, partitions), MAX_BYTES))
 
 
 def fixture_messages(gen: str) -> list[Message]:

@@ -39,10 +39,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from consumer.apply import Applied, apply_records
+from consumer.apply import Applied, apply_fetch
 from consumer.pure import contracts as c
 from consumer.pure import topics as t
 from consumer.pure.decode import Record, decode
+from consumer.pure.fetch import decode_fetch
 from db.errors import is_data_error
 from devstack.demo import batch_life
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
@@ -320,7 +321,7 @@ async def _applied_alone(engine: AsyncEngine, records: Sequence[Record]) -> Appl
     async with engine.connect() as conn:
         transaction = await conn.begin()
         try:
-            return await apply_records(conn, records, MAX_BYTES)
+            return await apply_fetch(conn, decode_fetch(records, MAX_BYTES))
         except DBAPIError as exc:
             return exc
         finally:
@@ -340,7 +341,7 @@ def test_any_bad_record_is_quarantined_accepted_or_refused_and_the_valid_ones_st
     async def reference() -> dict[str, list[dict[str, Any]]]:
         async with engine.connect() as conn:
             transaction = await conn.begin()
-            await apply_records(conn, as_records(valid), MAX_BYTES)
+            await apply_fetch(conn, decode_fetch(as_records(valid), MAX_BYTES))
             rows = await _rows_of(conn, batch_ids)
             await transaction.rollback()
         return rows
@@ -354,7 +355,7 @@ def test_any_bad_record_is_quarantined_accepted_or_refused_and_the_valid_ones_st
             transaction = await conn.begin()
             try:
                 try:
-                    applied = await apply_records(conn, records, MAX_BYTES)
+                    applied = await apply_fetch(conn, decode_fetch(records, MAX_BYTES))
                 except DBAPIError as exc:
                     assert is_data_error(exc), exc
                     assert bad.expect in (REFUSED, ANY), (bad.kind, exc)

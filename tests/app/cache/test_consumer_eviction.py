@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cache import Executed, QueryCache
 from consumer.eviction import Evictor
-from consumer.runner import ProjectionConsumer
+from consumer.runner import ConsumerLoop
 from devstack.demo import EPOCH, Message, registered, slot_assigned, spellchecked
 from devstack.embedded import RedisProcess
 from infra import cache_keys as ck
@@ -90,7 +90,7 @@ def consumer_settings(database_url: str, bootstrap: str, redis_url: str) -> Sett
 async def consuming(settings: Settings, engine: AsyncEngine, evictor: Evictor) -> AsyncIterator[None]:
     """The consumer as `ras consume` runs it: epoch change at start, the evictor as `on_applied`."""
     await evictor.bump_epoch()
-    consumer = ProjectionConsumer(settings, engine, on_applied=evictor.evict)
+    consumer = ConsumerLoop(settings, engine, on_applied=evictor.evict)
     task = asyncio.create_task(consumer.run())
     try:
         yield

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.live import EventHub
 from app.main import create_app
 from consumer.notify import Publisher
-from consumer.runner import ProjectionConsumer
+from consumer.runner import ConsumerLoop
 from devstack.embedded import free_port
 from infra.settings import Settings
 from tests.app.graphql.conftest import API_KEY, AUTH, SERVICE_ID
@@ -124,10 +124,10 @@ async def live_api(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Liv
 
 
 @contextlib.asynccontextmanager
-async def running_consumer(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ProjectionConsumer]:
+async def running_consumer(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ConsumerLoop]:
     """The real consumer loop against the broker, publishing after each commit (as `ras consume` wires it)."""
     publisher = Publisher.from_settings(settings, engine)
-    consumer = ProjectionConsumer(settings, engine, on_applied=publisher.publish)
+    consumer = ConsumerLoop(settings, engine, on_applied=publisher.publish)
     task = asyncio.create_task(consumer.run())
     try:
         async with asyncio.timeout(30):

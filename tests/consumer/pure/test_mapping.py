@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.apply import project
 from consumer.pure import topics as t
 from tests.helpers.consumer import apply, as_records, dump, truncate
 from tests.helpers.scenario import Message, fixture_messages
@@ -201,12 +200,12 @@ async def dump_positions(engine: AsyncEngine) -> dict[tuple[str, int], int]:
         return {(r.topic, r.partition): r.next_offset for r in rows}
 
 
-def test_quarantine_log_line_names_the_record_and_the_producers_correlation_id(
-    capsys: pytest.CaptureFixture[str],
+async def test_quarantine_log_line_names_the_record_and_the_producers_correlation_id(
+    engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     envelope = json.loads(dict((n, v) for n, _t, _k, v in fixture_messages("gen2"))["spellcheck_results__success.json"])
     del envelope["data"]["correction_metrics"]
-    project(as_records([(t.SPELLCHECK_RESULTS, b"k", json.dumps(envelope).encode())]), 1_000_000)
+    await apply(engine, as_records([(t.SPELLCHECK_RESULTS, b"k", json.dumps(envelope).encode())]))
     line = capsys.readouterr().out
     assert "record quarantined" in line and "correlation_id=73efe59d-a9ea-5325-9c4b-072ef06c94dd" in line
     assert "topic=huleedu.essay.spellcheck.results.v1" in line and "offset=0" in line

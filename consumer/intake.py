@@ -1,0 +1,208 @@
+"""What the consumer has taken from the broker and not yet committed, and the one way to let go of it.
+
+*In hand* are the records the Kafka client has handed over (`getmany` returned them) whose transaction has not
+committed: the fetch decoding in a worker thread and the decoded fetch being applied. Beyond them the client keeps,
+per assigned partition, its position: the offset of the next record it will hand over.
+
+The invariant: while the intake is *sought* (no rebalance under way, and every assigned partition sought to its
+stored position since the latest assignment), each assigned partition's records in hand, in the order fetched and
+followed by the client's position, continue its stored position exactly, with no record left out and none twice.
+So applying the fetches in order, each storing its partitions' positions in the transaction that writes its rows,
+reads every record after a stored position exactly once.
+
+A rebalance breaks it: aiokafka sets the new assignment before it tells the listener, and meanwhile fetches from the
+group's Kafka offsets, which are not the stored positions; records fetched before, during or just after an
+assignment may be in hand, from positions that no longer hold. Hence:
+
+- The *generation* counts assignments, and every fetch is tagged with the generation it began under. A fetch is
+  *current* while its generation is the intake's and no rebalance is under way; only a current fetch is applied,
+  which the runner checks under `lock` as its transaction begins.
+- A revocation (every rebalance begins with one) marks the rebalance under way at once, then takes `lock`: the
+  transaction in hand commits first, so a partition is handed over with its position stored, and no transaction
+  begins until the assignment is done.
+- After an assignment, the one path that lets go (`_drop_and_seek`) drops everything in hand and seeks every
+  assigned partition to its stored position (consumer.offsets): nothing in hand, the client at the stored positions,
+  so the invariant holds again. A rebalance that overtakes it makes it run again once that one is done.
+
+While a transaction waits for the database, the client is polled with every partition paused, only so that the group
+keeps this member. A paused partition returns nothing, so whatever such a poll returns comes from partitions
+assigned during it: not current; it is let go, and the seek after that assignment reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer import metrics
+from consumer.offsets import resumption
+from consumer.pure.decode import Record
+from consumer.pure.fetch import DecodedFetch, decode_fetch
+from db.errors import is_transient
+from infra.backoff import Backoff
+from infra.settings import Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class Stopping(Exception):
+    """Raised inside a retry wait when shutdown was requested: the pending work stays uncommitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A decoded fetch and the generation it was fetched under."""
+
+    decoded: DecodedFetch
+    generation: int
+
+
+class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The consumer's records in hand and the assignment they were fetched under; the client's rebalance listener."""
+
+    def __init__(self, kafka: AIOKafkaConsumer, engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> None:
+        self._kafka = kafka
+        self._engine = engine
+        self._settings = settings
+        self._stop = stop
+        self.lock = asyncio.Lock()  # held by the transaction in hand
+        self.assigned = asyncio.Event()  # set once partitions were first assigned (readiness)
+        self._settled = asyncio.Event()  # clear while a rebalance is under way (and before the first assignment)
+        self._generation = 0
+        self._sought = 0  # the generation whose assignment `_drop_and_seek` last sought to the stored positions
+        self._decoding: asyncio.Future[Fetched] | None = None
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def settled(self) -> bool:
+        """No rebalance is under way."""
+        return self._settled.is_set()
+
+    def current(self, fetched: Fetched) -> bool:
+        """Whether `fetched` may still be applied: no rebalance began since it was fetched."""
+        return fetched.generation == self._generation and self.settled
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._settled.clear()
+        async with self.lock:
+            log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._generation += 1
+        self._settled.set()
+        self.assigned.set()
+
+    async def take(self) -> Fetched | None:
+        """The next fetch to apply, decoded; None when there is none yet (the caller asks again). The fetch after it
+        is taken from what the client already holds and decoded in a worker thread while this one is applied."""
+        if not self.settled or self._sought != self._generation:
+            await self._drop_and_seek()
+            return None
+        if self._decoding is None:
+            self._decoding = await self._fetch(self._settings.kafka_fetch_timeout_ms)
+            if self._decoding is None:
+                return None
+        taken = await self._decoding
+        self._decoding = None
+        if not self.current(taken):
+            return None  # the next call lets go of everything in hand
+        self._decoding = await self._fetch(0)
+        return taken
+
+    async def close(self) -> None:
+        """Wait for the decoding thread, if any: a thread cannot be cancelled."""
+        if self._decoding is not None:
+            await asyncio.wait([self._decoding])
+            self._decoding = None
+
+    async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` until it does not fail for want of the database; between tries, with exponential backoff,
+        every partition is paused and the client polled (see the module's docstring)."""
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                metrics.RETRIES.inc()
+                log.warning("database unavailable, retrying", action=what, error=str(exc)[:200], delay=round(delay, 2))
+                await self._wait_paused(delay)
+                continue
+            if backoff.attempt:
+                self._resume()
+            return result
+
+    async def _fetch(self, wait_ms: int) -> asyncio.Future[Fetched] | None:
+        """What the client hands over within `wait_ms`, being decoded in a worker thread; None if nothing."""
+        generation = self._generation
+        batches = await self._kafka.getmany(timeout_ms=wait_ms, max_records=self._settings.kafka_max_batch_records)
+        fetched = [m for messages in batches.values() for m in messages]
+        if not fetched:
+            return None
+        return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation))
+
+    def _decode(self, fetched: Sequence[ConsumerRecord], generation: int) -> Fetched:
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
+        return Fetched(decode_fetch(records, self._settings.max_message_bytes), generation)
+
+    async def _drop_and_seek(self) -> None:
+        """Let go of everything in hand and seek every assigned partition to its stored position."""
+        await self.close()
+        if not self.settled:
+            # The assignment under way is followed by a seek anyway; wait for it, but not past a shutdown's notice.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.kafka_fetch_timeout_ms / 1000):
+                    await self._settled.wait()
+            return
+        generation, partitions = self._generation, self._kafka.assignment()
+        resume = await resumption(
+            self._kafka, self._settings.kafka_bootstrap_servers, self._engine, partitions, self.retrying
+        )
+        if generation != self._generation or not self.settled:
+            return  # overtaken by a rebalance: sought again after it
+        for tp, offset in resume.offsets.items():
+            self._kafka.seek(tp, offset)
+        if resume.fresh:
+            reset = self._settings.kafka_auto_offset_reset == "latest"
+            await (self._kafka.seek_to_end if reset else self._kafka.seek_to_beginning)(*resume.fresh)
+        self._sought = generation
+        log.info(
+            "partitions assigned",
+            partitions=len(partitions),
+            stored=len(resume.offsets),
+            fresh=len(resume.fresh),
+            rewound=resume.rewound,
+            generation=generation,
+        )
+
+    async def _wait_paused(self, delay: float) -> None:
+        """Sleep `delay` while polling with every partition paused, so the group keeps this member."""
+        if self._stop.is_set():
+            raise Stopping
+        assigned = self._kafka.assignment()
+        if not assigned:
+            await asyncio.sleep(delay)
+            return
+        self._kafka.pause(*assigned)
+        metrics.PAUSED.set(1)
+        await self._kafka.getmany(timeout_ms=int(delay * 1000))  # not current, if anything: let go
+
+    def _resume(self) -> None:
+        paused = self._kafka.paused()
+        if paused:
+            self._kafka.resume(*paused)
+        metrics.PAUSED.set(0)
+        log.info("database reachable again, partitions resumed")
