@@ -132,7 +132,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             if not self.limits.graphiql:
                 return http_error("GraphiQL is disabled on this server (RAS_GRAPHIQL_ENABLED).", 404, correlation)
             return await self.render_graphql_ide(request)
-        caller = authenticate(headers, self.settings)
+        caller = authenticate(request.scope["headers"], self.settings)
         if isinstance(caller, AuthError):
             return unauthenticated(caller, correlation)
         keyed = await request_key(request, body, headers, caller.user_id, self._cache_version)

@@ -13,7 +13,9 @@ _HTTP_CODES = {400: BAD_USER_INPUT, 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 def unauthenticated(error: AuthError, correlation: str) -> Response:
-    return JSONResponse(error_body(error.hint, UNAUTHENTICATED, correlation), status_code=401)
+    """401 for missing or wrong credentials; 400 for credential headers that are malformed (app/auth.py)."""
+    code = BAD_USER_INPUT if error.status == 400 else UNAUTHENTICATED
+    return JSONResponse(error_body(error.hint, code, correlation), status_code=error.status)
 
 
 def too_large(limit: int, correlation: str) -> Response:

@@ -29,7 +29,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.auth
-from app.auth import authenticate
+from app.auth import check
 from app.graphql.cursors import batch_cursor, essay_cursor
 from app.main import create_app
 from devstack.demo import batch_life, registered, slot_assigned
@@ -300,7 +300,7 @@ def test_the_api_key_is_compared_with_a_constant_time_function_only() -> None:
 
 
 def test_every_key_check_goes_through_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Behavioural: authenticate() calls compare_digest on the key for right and wrong keys alike, and also when
+    """Behavioural: the credential check calls compare_digest on the key for right and wrong keys alike, and also when
     the service id is wrong (both checks always run)."""
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -323,7 +323,7 @@ def test_every_key_check_goes_through_compare_digest(monkeypatch: pytest.MonkeyP
     }
     for name, (key, service, accepted) in cases.items():
         calls.clear()
-        result = authenticate({"X-Internal-API-Key": key, "X-Service-ID": service}, settings)
+        result = check({"X-Internal-API-Key": key, "X-Service-ID": service}, settings)
         assert (not isinstance(result, app.auth.AuthError)) is accepted, name
         assert calls == [(key.encode(), b"s3cret-key")], (name, calls)
     figures("constant-time-key", cases=len(cases), compare_digest_calls=len(cases))
