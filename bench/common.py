@@ -249,7 +249,7 @@ def _env(name: str) -> str | None:
 class Servers:
     """PostgreSQL, Redis and a Kafka-protocol broker for one bench run, as the test suite gets them.
 
-    Each comes from its `RAS_BENCH_*` variable when set, otherwise a throwaway server is started (devstack.embedded)
+    Each comes from its `RAS_BENCH_*` variable when set, otherwise a throwaway server is started (devstack/)
     the first time a scenario asks for it. Databases are copies of one migrated template; a broker handed out by
     `broker()` has the eight topics empty (a configured broker has them deleted and recreated, so do not point
     it at a shared cluster).
@@ -272,7 +272,7 @@ class Servers:
 
     async def server_url(self) -> str:
         if self._server_url is None:
-            from devstack.embedded import PostgresProcess
+            from devstack.postgres import PostgresProcess
 
             server = PostgresProcess()
             self._owned.append(server)
@@ -282,7 +282,7 @@ class Servers:
 
     async def redis_url(self) -> str:
         if self._redis_url is None:
-            from devstack.embedded import RedisProcess
+            from devstack.redis import RedisProcess
 
             server = RedisProcess()
             self._owned.append(server)
@@ -326,7 +326,7 @@ class Servers:
             await _recreate_topics(self._kafka, partitions)
             yield self._kafka
             return
-        from devstack.embedded import KafkaProcess, create_topics
+        from devstack.kafka import KafkaProcess, create_topics
 
         server = KafkaProcess()
         await asyncio.to_thread(server.start)

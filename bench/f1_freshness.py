@@ -45,7 +45,7 @@ from bench.common import Context, Result
 from bench.data import HEADERS, server_env
 from consumer.pure import topics
 from devstack.demo import Message, batch_life
-from devstack.embedded import free_port
+from devstack.process import free_port
 
 NAME = "F1"
 TITLE = "freshness: produce call → GraphQL answer reflecting the event, at 1,000 events/s"

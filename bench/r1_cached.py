@@ -43,7 +43,7 @@ from bench.common import MIB, Context, PeakRss, Result, ratios
 from bench.data import HEADERS, project, server_env
 from bench.r1_app import BARE_KEY, BARE_PATH
 from devstack.demo import EPOCH, batch_life
-from devstack.embedded import free_port
+from devstack.process import free_port
 
 NAME = "R1"
 TITLE = "cached read: batch with 25 essays from Redis vs a bare GET in the same server (+ M1 API memory)"

@@ -4,7 +4,7 @@
     python -m bench.run --only W1      # just W1 (several --only, or a comma-separated list, select more)
 
 Servers come from RAS_BENCH_DATABASE_URL, RAS_BENCH_REDIS_URL and RAS_BENCH_KAFKA_BOOTSTRAP when set; otherwise
-throwaway ones are started as the test suite starts them (devstack.embedded). A scenario is a module with `NAME`,
+throwaway ones are started as the test suite starts them (devstack/). A scenario is a module with `NAME`,
 `TITLE` and `async def run(ctx: Context) -> Result`; add it to SCENARIOS.
 """
 

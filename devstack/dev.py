@@ -25,9 +25,11 @@ from app.main import create_app
 from consumer.main import run as consume
 from consumer.pure.topics import ALL_TOPICS
 from db.migrate import upgrade_async
-from devstack import embedded
 from devstack.demo import demo_stream
+from devstack.kafka import KafkaProcess, create_topics
+from devstack.postgres import PostgresProcess
 from devstack.produce import produce
+from devstack.redis import RedisProcess
 from infra.failures import broker, database, reaching
 from infra.http_server import TaskServer, listen
 from infra.settings import Settings, configuration_error, load_settings
@@ -41,7 +43,7 @@ async def _servers(stack: contextlib.AsyncExitStack) -> dict[str, str]:
     if os.environ.get("RAS_DATABASE_URL"):
         urls["database_url"] = os.environ["RAS_DATABASE_URL"]
     else:
-        postgres = embedded.PostgresProcess()
+        postgres = PostgresProcess()
         stack.callback(postgres.close)
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(postgres.create_database, "ras")
@@ -49,14 +51,14 @@ async def _servers(stack: contextlib.AsyncExitStack) -> dict[str, str]:
     if os.environ.get("RAS_REDIS_URL"):
         urls["redis_url"] = os.environ["RAS_REDIS_URL"]
     else:
-        redis = embedded.RedisProcess()
+        redis = RedisProcess()
         stack.callback(redis.close)
         await asyncio.to_thread(redis.start)
         urls["redis_url"] = redis.url
     if os.environ.get("RAS_KAFKA_BOOTSTRAP_SERVERS"):
         urls["kafka_bootstrap_servers"] = os.environ["RAS_KAFKA_BOOTSTRAP_SERVERS"]
     else:
-        kafka = embedded.KafkaProcess()
+        kafka = KafkaProcess()
         stack.callback(kafka.close)
         await asyncio.to_thread(kafka.start)
         urls["kafka_bootstrap_servers"] = kafka.bootstrap
@@ -104,7 +106,7 @@ async def run_dev(port: int | None, batches: int, rate: float | None, progress: 
             with reaching(database(settings.database_url)):
                 await upgrade_async(settings.database_url)
             with reaching(broker(settings.kafka_bootstrap_servers)):
-                await embedded.create_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, partitions=4)
+                await create_topics(settings.kafka_bootstrap_servers, ALL_TOPICS, partitions=4)
             await _run(settings, sock, stop, batches, rate, progress)
 
 

@@ -17,7 +17,7 @@ from db.migrate import upgrade_async
 from tests.helpers import servers
 
 if TYPE_CHECKING:
-    from devstack.embedded import PostgresProcess
+    from devstack.postgres import PostgresProcess
 
 # RAS_ENVIRONMENT has no default: the suite states development, for every Settings it builds and every `ras`
 # subprocess that inherits this environment (a test about production, or about the variable, sets its own).
@@ -31,7 +31,7 @@ def postgres_server_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from devstack.embedded import PostgresProcess
+    from devstack.postgres import PostgresProcess
 
     with PostgresProcess() as server:
         yield server.url_for("postgres")
@@ -68,7 +68,7 @@ def redis_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from devstack.embedded import RedisProcess
+    from devstack.redis import RedisProcess
 
     with RedisProcess() as server:
         yield server.url
@@ -85,7 +85,7 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
         await servers.recreate_topics(configured, ALL_TOPICS, partitions=4)
         yield configured
         return
-    from devstack.embedded import KafkaProcess, create_topics
+    from devstack.kafka import KafkaProcess, create_topics
 
     server = KafkaProcess()
     await asyncio.to_thread(server.start)
@@ -99,7 +99,7 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
 @pytest.fixture
 async def owned_postgres() -> AsyncIterator[tuple[PostgresProcess, str]]:
     """A PostgreSQL server this test alone owns (it may stop or kill it), with a migrated database `ras`."""
-    from devstack.embedded import PostgresProcess
+    from devstack.postgres import PostgresProcess
 
     server = PostgresProcess()
     await asyncio.to_thread(server.start)

@@ -29,7 +29,7 @@ def test_every_import_follows_the_rules() -> None:
         ("app.cache", "app.reads.session.ReadSession"),
         ("consumer.pure.decode", "sqlalchemy.text"),
         ("consumer.pure.mapping", "consumer.apply.Applied"),
-        ("app.main", "devstack.embedded.PostgresProcess"),
+        ("app.main", "devstack.postgres.PostgresProcess"),
         ("consumer.main", "ras.cli.main"),
     ],
 )

@@ -33,7 +33,15 @@ PROJECT = "result-aggregator-service"
 LOCAL_PACKAGES = {"app", "consumer", "db", "infra", "devstack", "ras", "tests", "bench", "scripts"}
 RUNTIME_PACKAGES = ("app", "consumer", "db", "infra", "ras")
 # Modules of the runtime packages that only `ras dev` and `ras produce-demo` use: they may import the devstack extra.
-DEVSTACK_MODULES = {"devstack/embedded.py", "devstack/dev.py", "devstack/produce.py", "devstack/demo.py"}
+DEVSTACK_MODULES = {
+    "devstack/process.py",
+    "devstack/postgres.py",
+    "devstack/redis.py",
+    "devstack/kafka.py",
+    "devstack/dev.py",
+    "devstack/produce.py",
+    "devstack/demo.py",
+}
 # What each runtime command imports (ras/cli.py imports them inside the command's function).
 RUNTIME_COMMAND_MODULES = (
     "ras.cli",

@@ -1,4 +1,4 @@
-"""The throwaway servers of devstack.embedded: they answer, survive stop/start on the same port, and crash cleanly.
+"""The throwaway servers of devstack/: they answer, survive stop/start on the same port, and crash cleanly.
 
 Each test owns its server instances (never the session-wide ones from conftest), because it stops and kills them.
 """
@@ -17,15 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from devstack.embedded import (
-    EmbeddedServerError,
-    KafkaProcess,
-    PostgresProcess,
-    RedisProcess,
-    create_topics,
-    kafka_ready,
-    reap_orphans,
-)
+from devstack.kafka import KafkaProcess, create_topics, kafka_ready
+from devstack.postgres import PostgresProcess
+from devstack.process import EmbeddedServerError, reap_orphans
+from devstack.redis import RedisProcess
 
 
 def _port_open(port: int) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.embedded import free_port
+from devstack.process import free_port
 
 
 class RasProcess:

@@ -1,8 +1,8 @@
 """Where the test suite's PostgreSQL, Redis and Kafka-protocol broker come from.
 
 Each is taken from an environment variable when set (a real Apache Kafka included), and otherwise started as a
-throwaway process owned by the test session (devstack.embedded). Tests that stop or kill a server ask for an owned one
-explicitly (`owned_postgres` etc. in conftest) so a shared server is never disturbed.
+throwaway process owned by the test session (devstack/postgres.py, redis.py, kafka.py). Tests that stop or kill a
+server ask for an owned one explicitly (`owned_postgres` etc. in conftest) so a shared server is never disturbed.
 """
 
 from __future__ import annotations

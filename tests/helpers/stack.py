@@ -2,7 +2,7 @@
 
 The service runs exactly as in production, as `ras consume` and `ras serve` subprocesses
 (tests/helpers/processes.py), against PostgreSQL, Redis and broker processes that a scenario owns when it means
-to stop them (devstack.embedded). Scenarios import what they use from here explicitly; part A owns the package's
+to stop them (devstack/). Scenarios import what they use from here explicitly; part A owns the package's
 conftest.py, so nothing here is a conftest fixture.
 
 Every scenario ends with the same two proofs: the stored positions equal the produced end offsets (nothing skipped,
@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.main import create_app
 from consumer.pure.topics import ALL_TOPICS, BATCH_ESSAYS_REGISTERED
 from devstack.demo import EPOCH, Message, batch_life, with_resends
-from devstack.embedded import KafkaProcess, RedisProcess, create_topics
+from devstack.kafka import KafkaProcess, create_topics
+from devstack.redis import RedisProcess
 from infra.settings import Settings
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.kafka_io import Offsets, stored_positions

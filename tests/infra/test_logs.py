@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from devstack.embedded import free_port
+from devstack.process import free_port
 from tests.helpers import ROOT
 from tests.helpers.processes import RasProcess, wait_for_status
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from devstack.embedded import free_port
+from devstack.process import free_port
 from infra.settings import DEVELOPMENT_API_KEY, ENVIRONMENT_FORM, MIN_PRODUCTION_KEY_LENGTH, PRODUCTION_KEY_FORM
 from tests.ras.test_cli_errors import FAST, clean_env, failure_line, ras
 

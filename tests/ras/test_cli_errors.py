@@ -20,7 +20,7 @@ from importlib.metadata import version
 import pytest
 from sqlalchemy.engine import make_url
 
-from devstack.embedded import free_port
+from devstack.process import free_port
 from infra.settings import DATABASE_URL_FORM
 from tests.helpers import ROOT, servers
 

@@ -23,7 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.pure.topics import ALL_TOPICS
 from devstack.demo import Message
-from devstack.embedded import PostgresProcess, RedisProcess, create_topics, kafka_ready
+from devstack.kafka import create_topics, kafka_ready
+from devstack.postgres import PostgresProcess
+from devstack.redis import RedisProcess
 from tests.helpers import servers
 from tests.helpers.kafka_io import produce, stored_positions
 from tests.helpers.processes import get_status, wait_for_status

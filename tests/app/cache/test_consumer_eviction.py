@@ -20,7 +20,7 @@ from app.cache import Executed, QueryCache
 from consumer.eviction import Evictor
 from consumer.runner import ConsumerLoop
 from devstack.demo import EPOCH, Message, registered, slot_assigned, spellchecked
-from devstack.embedded import RedisProcess
+from devstack.redis import RedisProcess
 from infra import cache_keys as ck
 from infra.settings import Settings
 from tests.helpers.cache import Delta, cache_settings, pair, wait_until

@@ -15,7 +15,7 @@ from redis.exceptions import MaxConnectionsError
 
 from app.cache import Executed, QueryCache
 from consumer.eviction import Evictor
-from devstack.embedded import RedisProcess
+from devstack.redis import RedisProcess
 from infra import cache_keys as ck
 from infra.settings import Settings
 from tests.helpers.cache import Delta, Source, cache_settings, changed, entry_keys, pair, sample, value_of, wait_until

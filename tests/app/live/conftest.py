@@ -21,7 +21,7 @@ from app.live import EventHub
 from app.main import create_app
 from consumer.notify import Publisher
 from consumer.runner import ConsumerLoop
-from devstack.embedded import free_port
+from devstack.process import free_port
 from infra.settings import Settings
 from tests.app.graphql.conftest import API_KEY, AUTH, SERVICE_ID
 

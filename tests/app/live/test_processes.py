@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack.embedded import free_port
+from devstack.process import free_port
 from tests.app.graphql.conftest import AUTH
 from tests.app.live.conftest import BATCH_PROGRESS, live_settings, process_env, ws_client
 from tests.helpers.events import EPOCH, registered, slot_assigned

@@ -141,7 +141,7 @@ async def test_without_live_updates_the_handshake_is_refused(
     import uvicorn
 
     from app.main import create_app
-    from devstack.embedded import free_port
+    from devstack.process import free_port
     from tests.app.live.conftest import _Server
 
     settings = live_settings(database_url, redis_url, prefix, live_updates_enabled=False)
