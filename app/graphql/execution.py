@@ -52,6 +52,12 @@ time the schema is built (app/graphql/schema.py), that those internals are prese
 probe query through this executor and the stock one: the answers must be the same, with the fast path engaged. When
 anything differs (a fence lifted by hand, an internal renamed) the schema logs one warning and executes with
 Strawberry's stock executor: slower on large answers, the same answers.
+
+**One module, on purpose** (about 770 lines): the executor, its per-request plans and its hot loop are one piece of
+code that must stay equivalent to graphql-core's as a whole, and the start-up check verifies exactly the internals
+they lean on (FIELD_ATTRIBUTES and the rest stand beside the code that reads them). app/graphql/schema.py imports this
+module as one unit, so that any of those internals failing to import falls back to the stock executor (see
+`tests/app/graphql/test_executor_choice.py`). Splitting the check from what it checks would let them drift apart.
 """
 
 from __future__ import annotations
