@@ -44,6 +44,10 @@ Fail-open: any Redis error or timeout makes the request execute normally without
 then skips Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per
 request. The first call that reaches Redis again changes the epoch: evictions may have been lost meanwhile, and the
 consumer's own epoch change can come later. State changes are logged once, not per request.
+
+One module, on purpose (about 440 lines, a quarter of them this argument): the two scripts, the snapshot a miss takes,
+the single flight and the breaker are the parts the argument above speaks of together, and a change to any of them
+must be checked against it here. The request keys and `extensions.cache` helpers beside them are small.
 """
 
 from __future__ import annotations
