@@ -12,7 +12,8 @@ Measured in process, cache off, as time per answer: the real app (`create_app`) 
 so authentication, limits, parsing, validation, execution, the per-request snapshot and JSON encoding all count.
 The baseline is what a hand-written endpoint would do (bench/r2_r3_baseline.py): the same rows fetched with asyncpg
 in one read-only REPEATABLE READ transaction, built into dicts by hand and serialized with orjson. Both answers must
-be the same bytes (checked once per run), so neither side can win by answering something else. Target: GraphQL ≤ 3× baseline.
+be the same bytes (checked once per run), so neither side can win by answering something else. Target: GraphQL ≤ 3×
+baseline.
 
 Also reported: R2 with Strawberry's stock executor instead of app/graphql/execution.py's, for the fast path's effect.
 Each repetition alternates the contenders request by request and keeps the median time of each; the reported
