@@ -1,4 +1,5 @@
-# Everything a newcomer needs: `make test` (the suite, as CI runs it) and, once available, `make dev`.
+# Everything a newcomer needs: `make test` (the suite, as CI runs it), `make test-fast` (all but the slow tests) and
+# `make dev`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ LOCKS := requirements/runtime.txt requirements/dev.txt
 # Linux, Python 3.11 (the image's); the hashes cover every published file of each pinned version.
 COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 --python-platform linux
 
-.PHONY: install dev test lint typecheck pytest bench lock lock-upgrade clean
+.PHONY: install dev test test-fast lint typecheck layers pytest bench lock lock-upgrade clean
 
 # Exactly the locked packages (pip refuses any file whose hash differs, and any dependency the lock lacks), then the
 # project itself, editable, without resolving anything.
@@ -28,10 +29,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The import rules between the folders (tests/layers.py).
+layers: $(STAMP)
+	$(BIN)/python -m tests.layers
+
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck layers pytest
+
+# The same checks and every test except those marked slow (the resilience scenarios and other long runs).
+test-fast: lint typecheck layers
+	$(BIN)/pytest -m "not slow"
 
 # The whole service with embedded PostgreSQL, Redis and broker, plus a demo stream. Ctrl-C stops it all.
 dev: $(STAMP)

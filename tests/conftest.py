@@ -1,4 +1,8 @@
-"""Session-wide servers and a fresh, Alembic-migrated database per test."""
+"""Session-wide servers and a fresh, Alembic-migrated database per test; the figures block at the end of a run.
+
+Every server fixture starts its server on first use only, so tests that ask for none (the pure logic of
+tests/consumer/pure, tests/infra, the layer and packaging checks) run without any.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.pure.topics import ALL_TOPICS
 from db.engine import create_engine
 from db.migrate import upgrade_async
-from tests.helpers import servers
+from tests.helpers import figures, servers
 
 if TYPE_CHECKING:
     from devstack.postgres import PostgresProcess
@@ -22,6 +26,18 @@ if TYPE_CHECKING:
 # RAS_ENVIRONMENT has no default: the suite states development, for every Settings it builds and every `ras`
 # subprocess that inherits this environment (a test about production, or about the variable, sets its own).
 os.environ["RAS_ENVIRONMENT"] = "development"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The scenarios' figures (tests/helpers/figures.py) in one block, after the results."""
+    reported = figures.reported()
+    if not reported:
+        return
+    terminalreporter.section("figures")
+    for entry in reported:
+        terminalreporter.write_line(f"{entry.title}  ({entry.test})")
+        for line in entry.lines:
+            terminalreporter.write_line(f"    {line}")
 
 
 @pytest.fixture(scope="session")

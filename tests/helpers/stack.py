@@ -69,21 +69,6 @@ query List($userId: String, $first: Int) {
 """
 
 
-def report(scenario: str, **figures: object) -> None:
-    """One line of figures per scenario step, in the test output (run pytest with -s to see them live)."""
-    # A line of its own: pytest's progress dot may precede it.
-    line = ", ".join(f"{name}={_figure(value)}" for name, value in figures.items())
-    print(f"\n[{scenario}] {line}", flush=True)
-
-
-def _figure(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
-
-
 # --- streams ---------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Pieces the input and security scenarios share: a figures line for CI output and a real `ras serve` process."""
+"""Pieces the input and security scenarios share: a real `ras serve` process and a client for it."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ from tests.helpers.processes import RasProcess, free_port, wait_for_status
 SECURITY_API_KEY = "resilience-" + uuid.uuid4().hex
 SERVICE_ID = "api-gateway-service"
 AUTH = {"X-Internal-API-Key": SECURITY_API_KEY, "X-Service-ID": SERVICE_ID}
-
-
-def figures(scenario: str, **values: object) -> None:
-    """One greppable line of a scenario's figures; `pytest -s` (or -rA's captured output) shows it in CI logs."""
-    parts = " ".join(f"{name}={value}" for name, value in values.items())
-    print(f"[figures] {scenario}: {parts}")
 
 
 @dataclass

@@ -46,11 +46,11 @@ from consumer.pure.decode import Record, decode
 from consumer.pure.fetch import decode_fetch
 from db.errors import is_data_error
 from devstack.demo import batch_life
+from tests.helpers import figures
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.events import EPOCH, MAX_BYTES, Message, fixture_messages, phase_outcome
-from tests.helpers.kafka_io import stored_positions, wait_for_positions
+from tests.helpers.kafka_io import stored_positions
 from tests.helpers.processes import RasProcess, free_port
-from tests.resilience.conftest import figures
 
 # --- what the mutations start from --------------------------------------------------------------------------------
 
@@ -403,8 +403,9 @@ def test_any_bad_record_is_quarantined_accepted_or_refused_and_the_valid_ones_st
     by_outcome: Counter[str] = Counter()
     for (_kind, outcome), n in outcomes.items():
         by_outcome[outcome] += n
-    figures(
+    figures.report(
         "bad-events-property",
+        *(f"{kind:28} {outcome:24} {n}" for (kind, outcome), n in sorted(outcomes.items())),
         examples=sum(outcomes.values()),
         valid_records_per_example=len(valid),
         kinds=len({k for k, _ in outcomes}),
@@ -413,8 +414,6 @@ def test_any_bad_record_is_quarantined_accepted_or_refused_and_the_valid_ones_st
         refused_by_postgres=by_outcome["refused by PostgreSQL"],
         duration_s=round(time.perf_counter() - started, 1),
     )
-    for (kind, outcome), n in sorted(outcomes.items()):
-        print(f"    {kind:28} {outcome:24} {n}")
 
 
 # --- through a real broker and `ras consume` ---------------------------------------------------------------------
@@ -549,7 +548,7 @@ async def test_ras_consume_quarantines_every_bad_record_and_applies_the_rest(
         drained = time.perf_counter() - started
         await asyncio.sleep(0.5)  # a last moment in which a crash after the final commit would show
         assert consumer.proc.poll() is None, consumer.output()[-3000:]
-        assert await wait_for_positions(engine, ends, timeout=1) == ends, "exactly the end of every partition"
+        assert await stored_positions(engine) == ends, "exactly the end of every partition"
         metrics = await asyncio.to_thread(_metrics_text, metrics_port)
     finally:
         exit_code = await consumer.stop(signal.SIGTERM) if consumer.proc.poll() is None else consumer.proc.returncode
@@ -579,7 +578,7 @@ async def test_ras_consume_quarantines_every_bad_record_and_applies_the_rest(
     await apply(engine, as_records(in_event_order(messages)))
     assert via_broker == await dump(engine), "the tables are those of the valid events alone"
     assert exit_code == 0, consumer.output()[-3000:]
-    figures(
+    figures.report(
         "bad-events-consumer",
         records=len(stream),
         valid=len(good),

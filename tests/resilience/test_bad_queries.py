@@ -1,5 +1,6 @@
-"""Bad queries against a real `ras serve`: each hostile request is refused quickly with a clear status and code,
-and an ordinary query right after it still answers.
+"""Bad queries against a real `ras serve`: each hostile request is refused with a clear status and code and no
+data, and an ordinary query right after it still answers. How long each took is reported with the figures, not
+asserted (speed lives in bench/); a refusal that never comes is caught by the client's timeout.
 
 The server runs as deployed (RAS_ENVIRONMENT=production: no GraphiQL, no introspection) with the Redis cache on and
 a request body limit lowered to 32 KiB, to show that limit is the configured one and not a constant.
@@ -16,15 +17,16 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.helpers import figures
 from tests.helpers.events import fixture_messages, project, teacher_batches
-from tests.resilience.conftest import AUTH, SecurityApi, StartSecurityApi, figures
+from tests.resilience.conftest import AUTH, SecurityApi, StartSecurityApi
 
 BODY_LIMIT = 32_768
 FIXTURE_BATCH = "7b1f0c52-3d7e-4a51-9a57-5a0f3c1e2b01"
 NORMAL = "query Normal($id: ID!) { batch(id: $id) { id status essays { totalCount } } }"
-# Generous: every refusal below takes milliseconds. This only catches a pathological case (in-process, the 30-alias
-# list over 10,000 essays took 9 s and answered 51 MB before the node limit existed), not a slow CI machine.
-QUICK_SECONDS = 3.0
+# A hang guard for the raw-socket request only (httpx requests have the client's 30 s): uvicorn answers in
+# milliseconds.
+ANSWER_TIMEOUT_SECONDS = 30.0
 
 HEAVY_LIST = "batches(first: 100) { nodes { id essays(first: 1000) { nodes { id filename } } } }"
 
@@ -85,7 +87,7 @@ async def _huge_request_line(api: SecurityApi) -> httpx.Response:
         head += "".join(f"{name}: {value}\r\n" for name, value in AUTH.items()) + "\r\n"
         writer.write(head.encode())
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(65_536), QUICK_SECONDS)
+        raw = await asyncio.wait_for(reader.read(65_536), ANSWER_TIMEOUT_SECONDS)
     finally:
         writer.close()
     status_line, _, rest = raw.partition(b"\r\n")
@@ -274,7 +276,7 @@ def _first_error(response: httpx.Response) -> dict[str, Any]:
     return error
 
 
-async def test_hostile_requests_are_refused_quickly_and_the_server_keeps_answering(
+async def test_hostile_requests_are_refused_clearly_and_the_server_keeps_answering(
     engine: AsyncEngine, security_api_server: StartSecurityApi
 ) -> None:
     await project(engine, fixture_messages("gen2"))
@@ -284,6 +286,7 @@ async def test_hostile_requests_are_refused_quickly_and_the_server_keeps_answeri
     baseline = [await _normal(api) for _ in range(3)]
 
     rows = []
+    lines: list[str] = []
     for hostile in HOSTILE:
         started = time.perf_counter()
         response = await hostile.send(api)
@@ -297,19 +300,19 @@ async def test_hostile_requests_are_refused_quickly_and_the_server_keeps_answeri
             assert _no_values(response.json().get("data")), ("a refused query returns no data", response.text[:300])
         after = await _normal(api)
         rows.append((hostile.name, response.status_code, code, elapsed, after))
-        print(
-            f"  {hostile.name:32} {response.status_code} {code or '-':16} {elapsed * 1000:7.1f} ms"
+        lines.append(
+            f"{hostile.name:32} {response.status_code} {code or '-':16} {elapsed * 1000:7.1f} ms"
             f"   next normal query {after * 1000:5.1f} ms   {message[:60]}"
         )
         assert response.status_code == hostile.status, (hostile.name, response.text[:500])
         assert code == hostile.code, (hostile.name, response.text[:500])
         assert hostile.says in message, (hostile.name, message)
-        assert elapsed < QUICK_SECONDS, (hostile.name, elapsed)
 
     assert api.process.proc.poll() is None, "the server is still running"
     assert "Traceback" not in api.process.output(), api.process.output()[-3000:]
-    figures(
+    figures.report(
         "bad-queries",
+        *lines,
         hostile_requests=len(rows),
         refused=sum(1 for r in rows if r[1] != 200 or r[2]),
         codes=",".join(sorted({str(r[2] or r[1]) for r in rows})),
@@ -347,7 +350,7 @@ async def test_a_flood_of_hostile_requests_leaves_normal_queries_answered(
     hostile_sent = sum(r for r in results if isinstance(r, int))
     latencies = sorted(t for r in results if isinstance(r, list) for t in r)
     assert api.process.proc.poll() is None
-    figures(
+    figures.report(
         "bad-queries-flood",
         hostile_requests=hostile_sent,
         normal_queries=len(latencies),

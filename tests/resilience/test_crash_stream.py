@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.helpers import figures
 from tests.helpers.kafka_io import produce
-from tests.helpers.stack import Consumer, Wiring, check_tables, committed, report, stream, wait_for_ends
+from tests.helpers.stack import Consumer, Wiring, check_tables, committed, stream, wait_for_ends
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -58,7 +59,7 @@ async def test_sigkill_across_a_long_stream_loses_nothing_and_skips_no_offset(
     ends = await produce(kafka_bootstrap, messages)
     total = sum(ends.values())
     assert total == len(messages) >= EVENTS
-    report(SCENARIO, events=total, partitions=len(ends), produced_in_s=time.monotonic() - began)
+    figures.report(SCENARIO, events=total, partitions=len(ends), produced_in_s=time.monotonic() - began)
 
     rng = random.Random(88)
     # Kill points spread over the first 85% of the stream, so the last run still has work left to prove recovery.
@@ -80,7 +81,7 @@ async def test_sigkill_across_a_long_stream_loses_nothing_and_skips_no_offset(
         finally:
             consumer.kill()
         before, progress = progress, await committed(engine)
-        report(
+        figures.report(
             SCENARIO,
             kill=kill,
             point=point,
@@ -104,7 +105,7 @@ async def test_sigkill_across_a_long_stream_loses_nothing_and_skips_no_offset(
     assert positions == ends, "every partition ends exactly at its produced end: no offset skipped or overshot"
 
     counts = await check_tables(engine, messages)
-    report(
+    figures.report(
         SCENARIO,
         events=total,
         kills=KILLS,

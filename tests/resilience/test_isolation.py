@@ -34,9 +34,9 @@ from app.graphql.cursors import batch_cursor, essay_cursor
 from app.main import create_app
 from devstack.demo import batch_life, registered, slot_assigned
 from infra.settings import Settings
-from tests.helpers import ROOT
+from tests.helpers import ROOT, figures
 from tests.helpers.events import EPOCH, Message, project
-from tests.resilience.conftest import AUTH, SECURITY_API_KEY, SERVICE_ID, SecurityApi, StartSecurityApi, figures
+from tests.resilience.conftest import AUTH, SECURITY_API_KEY, SERVICE_ID, SecurityApi, StartSecurityApi
 
 ALICE = "alice-7c1e"
 BOB = "bob-4d2a"
@@ -215,7 +215,7 @@ async def test_no_entry_point_returns_another_users_data_cached_or_not(
     # The second of each pair of alice's requests to the cached server must have been a hit at least for the
     # lists and the found batch, or this test would not have exercised the cache at all.
     assert statuses["hit"] >= 6, statuses
-    figures(
+    figures.report(
         "isolation",
         probes=len(probes),
         alice_requests=checked,
@@ -276,7 +276,9 @@ async def test_refused_requests_never_reach_the_cache(
     finally:
         await redis.aclose()
     assert after == before, sorted(after ^ before)
-    figures("refused-requests-vs-cache", refused=refused, redis_keys_before=len(before), redis_keys_after=len(after))
+    figures.report(
+        "refused-requests-vs-cache", refused=refused, redis_keys_before=len(before), redis_keys_after=len(after)
+    )
 
 
 # --- the API key comparison ------------------------------------------------------------------------------------
@@ -326,7 +328,7 @@ def test_every_key_check_goes_through_compare_digest(monkeypatch: pytest.MonkeyP
         result = check({"X-Internal-API-Key": key, "X-Service-ID": service}, settings)
         assert (not isinstance(result, app.auth.AuthError)) is accepted, name
         assert calls == [(key.encode(), b"s3cret-key")], (name, calls)
-    figures("constant-time-key", cases=len(cases), compare_digest_calls=len(cases))
+    figures.report("constant-time-key", cases=len(cases), compare_digest_calls=len(cases))
 
 
 async def test_near_miss_keys_are_refused_by_the_server(security_api_server: StartSecurityApi) -> None:
@@ -347,7 +349,7 @@ async def test_near_miss_keys_are_refused_by_the_server(security_api_server: Sta
         assert response.json()["errors"][0]["message"].startswith("Invalid credentials"), name
     right = await api.client.post("/graphql", json={"query": "{ __typename }"}, headers=AUTH)
     assert right.status_code == 200
-    figures("near-miss-keys", refused=len(variants), accepted_right_key=1)
+    figures.report("near-miss-keys", refused=len(variants), accepted_right_key=1)
 
 
 # --- SQL injection ---------------------------------------------------------------------------------------------
@@ -442,8 +444,9 @@ def _auth_headers() -> list[tuple[bytes, bytes]]:
 
 
 async def _inject(client: httpx.AsyncClient, owned: dict[str, Owned]) -> Counter[str]:
-    """Every payload through every argument; returns the outcomes. Fails on a 5xx, an INTERNAL error, a payload
-    that found something, or a request slow enough to have run pg_sleep."""
+    """Every payload through every argument; returns the outcomes. Fails on a 5xx, an INTERNAL error or a payload
+    that found something. Whether a payload reached SQL (pg_sleep would run there) is seen in the statements, not in
+    the time: the in-process run records every one, and the real server must answer exactly as it did."""
     outcomes: Counter[str] = Counter()
     for payload in PAYLOADS:
         for argument, query, extra, user in _graphql_cases(owned):
@@ -453,12 +456,9 @@ async def _inject(client: httpx.AsyncClient, owned: dict[str, Owned]) -> Counter
                 if "\u0000" in payload:
                     continue  # HTTP forbids NUL in a header; clients refuse to send it
                 headers.append((b"X-User-ID", payload.encode()))
-            started = time.perf_counter()
             response = await client.post(
                 "/graphql", json={"query": sent_query, "variables": variables}, headers=headers
             )
-            elapsed = time.perf_counter() - started
-            assert elapsed < 2.5, (argument, payload[:40], elapsed)
             assert response.status_code == 200, (argument, payload[:40], response.text[:300])
             body = response.json()
             codes = {e["extensions"]["code"] for e in body.get("errors", [])}
@@ -473,10 +473,7 @@ async def _inject(client: httpx.AsyncClient, owned: dict[str, Owned]) -> Counter
                 if "\u0000" in payload:
                     continue
                 headers.append((b"X-User-ID", payload.encode()))
-            started = time.perf_counter()
             response = await client.get("/internal/v1" + path, params=sent, headers=headers)
-            elapsed = time.perf_counter() - started
-            assert elapsed < 2.5, (argument, payload[:40], elapsed)
             assert response.status_code in (200, 400, 403, 404), (argument, payload[:40], response.text[:300])
             if response.status_code == 200:
                 assert response.json()["pagination"]["total"] == 0, (argument, payload[:40], response.text[:300])
@@ -531,7 +528,7 @@ async def test_injection_strings_through_every_argument_find_nothing_and_change_
     elapsed = time.perf_counter() - started
     assert served == in_process
     assert await _row_counts(engine) == before, "no payload changed a table"
-    figures(
+    figures.report(
         "sql-injection-reads",
         payloads=len(PAYLOADS),
         requests=sum(served.values()) * 2,
@@ -561,7 +558,9 @@ async def test_injection_strings_in_events_are_stored_verbatim_as_parameters(eng
             for r in await conn.execute(text("SELECT batch_id, user_id FROM batches WHERE user_id LIKE 'zq9%'"))
         }
     assert stored == {p: f"{p}-b{i}" for i, p in enumerate(payloads)}
-    figures("sql-injection-writes", events=len(messages), statements=len(statements), stored_verbatim=len(stored))
+    figures.report(
+        "sql-injection-writes", events=len(messages), statements=len(statements), stored_verbatim=len(stored)
+    )
 
 
 # --- SQL text is built from names only ---------------------------------------------------------------------------
@@ -653,7 +652,7 @@ def test_db_modules_build_sql_text_from_names_only() -> None:
                     if isinstance(built, ast.BinOp) and isinstance(built.op, ast.Mod):
                         problems.append(f"{path.name}:{built.lineno} builds SQL with % formatting")
     assert not problems, problems
-    figures(
+    figures.report(
         "sql-built-from-names",
         modules=len(modules),
         public_functions_checked=checked,

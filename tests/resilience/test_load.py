@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.helpers import figures
 from tests.helpers.kafka_io import produce
 from tests.helpers.stack import (
     AUTH,
@@ -38,7 +39,6 @@ from tests.helpers.stack import (
     cache_status,
     graphql,
     reference_api,
-    report,
     rss_mib,
     stream,
     wait_for_ends,
@@ -240,7 +240,7 @@ async def test_200_clients_while_1000_events_per_second_flow(
     requests = sum(len(v) for v in load.latencies.values())
     middle = {name: values[len(values) // 2] for name, values in rss.items()}
     end = {name: values[-1] for name, values in rss.items()}
-    report(
+    figures.report(
         scenario,
         clients=CLIENTS,
         seconds=elapsed,

@@ -26,7 +26,7 @@ from devstack.demo import Message
 from devstack.kafka import create_topics, kafka_ready
 from devstack.postgres import PostgresProcess
 from devstack.redis import RedisProcess
-from tests.helpers import servers
+from tests.helpers import figures, servers
 from tests.helpers.kafka_io import produce, stored_positions
 from tests.helpers.processes import get_status, wait_for_status
 from tests.helpers.proxy import Proxy
@@ -48,7 +48,6 @@ from tests.helpers.stack import (
     owned_broker,
     owned_redis,
     reference_api,
-    report,
     thaw,
     wait_for_ends,
 )
@@ -163,7 +162,7 @@ async def test_database_outage_consumer_waits_api_serves_cache_and_503(
         consumer.kill()
         api.kill()
         await engine.dispose()
-    report(
+    figures.report(
         scenario,
         events=len(first) + len(second),
         during_outage=len(second),
@@ -322,7 +321,7 @@ async def test_redis_outage_consumer_keeps_going_and_no_stale_answer_survives(
             api.kill()
             await proxy.close()
     counts = await check_tables(engine, [m for r in rounds for m in r])
-    report(
+    figures.report(
         scenario,
         events=sum(len(r) for r in rounds),
         rounds=len(rounds),
@@ -368,7 +367,7 @@ async def test_broker_unresponsive_beyond_the_session_timeout_loses_and_doubles_
         finally:
             consumer.kill()
     counts = await check_tables(engine, first + second)
-    report(
+    figures.report(
         scenario,
         events=len(first) + len(second),
         sent_during_outage=len(second),
@@ -427,7 +426,7 @@ async def test_broker_restart_that_lost_its_log_is_read_again_from_the_beginning
         finally:
             consumer.kill()
     counts = await check_tables(engine, before + after + later)
-    report(
+    figures.report(
         scenario,
         events=len(before) + len(after) + len(later),
         before_restart=len(before),
@@ -474,7 +473,7 @@ async def test_broker_restart_with_retention_loses_and_doubles_nothing(
     finally:
         consumer.kill()
     counts = await check_tables(engine, first + second)
-    report(
+    figures.report(
         scenario,
         events=len(first) + len(second),
         restart_s=restarted - began,

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.helpers import figures
 from tests.helpers.kafka_io import Offsets, stored_positions
 from tests.helpers.processes import wait_for_status
 from tests.helpers.stack import (
@@ -27,7 +28,6 @@ from tests.helpers.stack import (
     Wiring,
     check_tables,
     duplicate_keys,
-    report,
     stream,
     wait_for_ends,
 )
@@ -112,10 +112,12 @@ async def test_a_killed_member_s_partitions_move_to_the_survivor_with_nothing_lo
                 body = await wait_for_status(member.readyz, 200, timeout=30)
                 assert body["assigned"] is True
             split = [m.assignments()[-1] for m in (victim, survivor)]
-            # Let both work on the stream for a while, then kill one in the middle of it.
+            # Once the victim is working on the stream, let both go on a while, then kill it in the middle of it.
+            async with asyncio.timeout(120):
+                while await applied_events(victim) == 0:
+                    await asyncio.sleep(0.1)
             await asyncio.sleep(rng.uniform(2.0, 4.0))
             victim_applied = await applied_events(victim)
-            assert victim_applied > 0, "the victim was working when it died"
             assignments_before = len(survivor.assignments())
             victim.kill()
             killed = time.monotonic()
@@ -125,7 +127,8 @@ async def test_a_killed_member_s_partitions_move_to_the_survivor_with_nothing_lo
                 counts = survivor.assignments()
                 return len(counts) > assignments_before and counts[-1] == PARTITIONS
 
-            takeover = await until("the survivor owns every partition", taken_over, SESSION_TIMEOUT_MS / 1000 + 30)
+            # The session timeout plus a rejoin; the guard is ten times that.
+            takeover = await until("the survivor owns every partition", taken_over, SESSION_TIMEOUT_MS / 1000 * 10 + 30)
             rate = await sending
             positions = await wait_for_ends(engine, producer.ends, 120, survivor)
             caught_up = time.monotonic() - killed
@@ -140,7 +143,7 @@ async def test_a_killed_member_s_partitions_move_to_the_survivor_with_nothing_lo
     assert watch.backwards == [], "stored positions never move back"
     assert await duplicate_keys(engine) == 0
     counts = await check_tables(engine, messages)
-    report(
+    figures.report(
         scenario,
         events=len(messages),
         produce_rate=round(rate),
