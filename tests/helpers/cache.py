@@ -1,4 +1,5 @@
-"""Shared pieces of the cache tests: settings on a private prefix, fake executions, metric deltas."""
+"""Shared pieces of the cache tests: settings on a private prefix, fake executions, metric deltas, counted Redis
+calls."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -20,12 +22,17 @@ from infra.settings import Settings
 
 
 def cache_settings(redis_url: str, **changes: Any) -> Settings:
-    """Settings on a fresh prefix, so tests sharing one Redis never see each other's keys."""
+    """Settings on a fresh prefix, so tests sharing one Redis never see each other's keys.
+
+    Redis calls time out after a second, not the deployed 0.1 s: on a busy machine a healthy call can take longer
+    than that, and the cache would then go without Redis where a test expects a hit or a miss. A test of a hung Redis
+    waits out this timeout."""
     values: dict[str, Any] = {
         "database_url": "postgresql+asyncpg://unused@127.0.0.1/unused",
         "redis_url": redis_url,
         "cache_prefix": f"test-{uuid.uuid4().hex[:10]}",
         "cache_ttl_seconds": 300,
+        "redis_timeout_seconds": 1.0,
     }
     return Settings(**{**values, **changes})
 
@@ -85,7 +92,43 @@ async def entry_keys(redis: Redis, settings: Settings) -> list[bytes]:
     return sorted([k async for k in redis.scan_iter(match=f"{settings.cache_prefix}:e:*")])
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    """Wait for `predicate()` to hold; the timeout only guards against a hang."""
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
+
+
+class Attempts:
+    """Counts the calls a Redis client makes: each command and script asks the client's pool for a connection first,
+    so the count says whether a call was tried at all, whatever the time it took. `made` is set at each attempt
+    (clear it to wait for the next one)."""
+
+    def __init__(self, client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.made = asyncio.Event()
+        pool = client.connection_pool
+        take = pool.get_connection
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            self.made.set()
+            return await take(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+        monkeypatch.setattr(pool, "get_connection", counted)
+
+
+class Lookups:
+    """Counts the lookups a QueryCache has finished. A request joins a concurrent identical request's execution (or
+    leads it) in the same step as its lookup returns, so once `done` counts every request, each has joined."""
+
+    def __init__(self, cache: QueryCache, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.done = 0
+        lookup = cache._lookup
+
+        async def counted(key: str) -> Any:
+            found = await lookup(key)
+            self.done += 1
+            return found
+
+        monkeypatch.setattr(cache, "_lookup", counted)

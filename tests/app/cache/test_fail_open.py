@@ -1,12 +1,15 @@
 """Redis down, slow, restarted or cut off: requests are answered correctly throughout, the consumer carries on,
-and evictions that could not be delivered are made up for by an epoch change before anything stale is served."""
+and evictions that could not be delivered are made up for by an epoch change before anything stale is served.
+
+"Without waiting on Redis" is shown by what was tried, never by the time taken: the calls the client attempted are
+counted (tests/helpers/cache.py `Attempts`), and failed calls by the error counters.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -18,11 +21,23 @@ from consumer.eviction import Evictor
 from devstack.redis import RedisProcess
 from infra import cache_keys as ck
 from infra.settings import Settings
-from tests.helpers.cache import Delta, Source, cache_settings, changed, entry_keys, pair, sample, value_of, wait_until
+from tests.helpers.cache import (
+    Attempts,
+    Delta,
+    Source,
+    cache_settings,
+    changed,
+    entry_keys,
+    pair,
+    sample,
+    value_of,
+    wait_until,
+)
 from tests.helpers.proxy import Proxy
 
-# Socket timeout 0.1 s, whole call at most 0.25 s (app/cache.py); the rest is slack for a loaded test machine.
-QUICK = 0.6
+# A call to a hung Redis gives up after its socket timeout (a second in these tests, at most 2.05 s in all:
+# app/cache.py). Guarded against a hang at fifteen times that; the guard is not what the test asserts.
+HANG_GUARD_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -52,41 +67,45 @@ def batch(source: Source, batch_id: str) -> Callable[[], Awaitable[Executed]]:
 KEY_X, KEY_Y = ck.digest(["test", "X"]), ck.digest(["test", "Y"])
 
 
-async def timed(cache: QueryCache, key: str, execute: Callable[[], Awaitable[Executed]]) -> tuple[str, object, float]:
-    started = time.monotonic()
+async def fetched(cache: QueryCache, key: str, execute: Callable[[], Awaitable[Executed]]) -> tuple[str, object]:
     served = await cache.fetch(key, execute)
-    return served.status, value_of(served.body), time.monotonic() - started
+    return served.status, value_of(served.body)
 
 
-async def test_killed_redis_is_bypassed_quickly_and_the_cache_comes_back(server: RedisProcess) -> None:
-    cache, evictor = pair(cache_settings(server.url), pause_after_error=0.3, retry_interval=0.2)
+async def test_killed_redis_is_bypassed_then_not_even_tried_and_the_cache_comes_back(
+    server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = cache_settings(server.url)
+    client = ck.connect(settings)
+    cache = QueryCache(client, settings, pause_after_error=0.3)
+    evictor = Evictor(ck.connect(settings), settings, retry_interval=0.2)
+    attempts = Attempts(client, monkeypatch)
     source = Source(values={"X": "v1"})
     try:
         await cache.fetch(KEY_X, batch(source, "X"))
         await asyncio.to_thread(server.kill)
         delta = Delta()
+        tried = attempts.count
         source.values["X"] = "v2"
-        status, value, took = await timed(cache, KEY_X, batch(source, "X"))
-        assert (status, value) == ("bypass", "v2") and took < QUICK
-        assert sample("ras_cache_redis_up", side="api") == 0
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("bypass", "v2")
+        assert attempts.count == tried + 1 and sample("ras_cache_redis_up", side="api") == 0  # one call, failed
         # The circuit is open: the next requests do not even try Redis.
         for _ in range(3):
-            status, value, took = await timed(cache, KEY_X, batch(source, "X"))
-            assert (status, value) == ("bypass", "v2") and took < 0.05
+            assert await fetched(cache, KEY_X, batch(source, "X")) == ("bypass", "v2")
+        assert attempts.count == tried + 1
         assert delta("ras_cache_errors_total", side="api", op="lookup") == 1
         assert delta("ras_cache_requests_total", result="bypass") == 4
 
-        # The consumer keeps going: the eviction fails fast and an epoch change is pending.
-        started = time.monotonic()
+        # The consumer keeps going: the eviction fails without raising, and an epoch change is pending.
         await evictor.evict(changed(["X"], ["alice"]))
-        assert time.monotonic() - started < QUICK and evictor.bump_pending
+        assert evictor.bump_pending and delta("ras_cache_errors_total", side="consumer", op="evict") == 1
         assert sample("ras_cache_epoch_bump_pending") == 1
 
         await asyncio.to_thread(server.start)
         await wait_until(lambda: not evictor.bump_pending)
         await asyncio.sleep(0.3)  # the API's circuit lets requests through again
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "v2")
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("hit", "v2")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "v2")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("hit", "v2")
         assert sample("ras_cache_redis_up", side="api") == 1
         assert sample("ras_cache_redis_up", side="consumer") == 1
     finally:
@@ -94,24 +113,32 @@ async def test_killed_redis_is_bypassed_quickly_and_the_cache_comes_back(server:
         await evictor.aclose()
 
 
-async def test_hung_redis_costs_one_timeout_then_nothing(server: RedisProcess) -> None:
-    cache, evictor = pair(cache_settings(server.url), pause_after_error=0.3)
+async def test_hung_redis_costs_one_timeout_then_nothing(server: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = cache_settings(server.url)
+    client = ck.connect(settings)
+    cache = QueryCache(client, settings, pause_after_error=0.3)
+    evictor = Evictor(ck.connect(settings), settings)
+    attempts = Attempts(client, monkeypatch)
     source = Source(values={"X": "v1"})
     assert server.pid is not None
     try:
         await cache.fetch(KEY_X, batch(source, "X"))
         os.kill(server.pid, signal.SIGSTOP)  # accepts connections, answers nothing: a slow Redis
         try:
-            status, value, took = await timed(cache, KEY_X, batch(source, "X"))
-            assert (status, value) == ("bypass", "v1") and 0.09 < took < QUICK
-            status, _, took = await timed(cache, KEY_X, batch(source, "X"))
-            assert status == "bypass" and took < 0.05
+            delta = Delta()
+            tried = attempts.count
+            # Frozen, Redis can only make a call time out: the one call tried ends as an error, not a hang.
+            async with asyncio.timeout(HANG_GUARD_SECONDS):
+                assert await fetched(cache, KEY_X, batch(source, "X")) == ("bypass", "v1")
+            assert attempts.count == tried + 1 and delta("ras_cache_errors_total", side="api", op="lookup") == 1
+            assert (await fetched(cache, KEY_X, batch(source, "X")))[0] == "bypass"
+            assert attempts.count == tried + 1, "the next request does not even try"
         finally:
             os.kill(server.pid, signal.SIGCONT)
         await asyncio.sleep(0.3)
         # Evictions may have been lost while Redis hung: the first call after it changes the epoch.
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "v1")
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("hit", "v1")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "v1")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("hit", "v1")
     finally:
         await cache.aclose()
         await evictor.aclose()
@@ -141,7 +168,7 @@ async def test_a_reader_from_before_a_restart_never_stores(server: RedisProcess)
         assert value_of(served.body) == "old"
         assert delta("ras_cache_stores_total", outcome="stored") == 1, "only Y's entry"
         assert delta("ras_cache_stores_total", outcome="skipped_stale") == 1
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "new")
         assert len(await entry_keys(redis, settings)) == 2
     finally:
         await redis.aclose()
@@ -162,17 +189,16 @@ async def test_evictions_lost_in_a_partition_are_made_up_by_an_epoch_change(redi
         await cache.fetch(KEY_Y, batch(source, "Y"))
         proxy.cut()
         source.values["X"] = "new"
-        started = time.monotonic()
         delta = Delta()
-        await evictor.evict(changed(["X"], ["alice"]))
-        assert time.monotonic() - started < QUICK and evictor.bump_pending
+        await evictor.evict(changed(["X"], ["alice"]))  # fails (a timeout) without raising
+        assert evictor.bump_pending
         # Stale X is still in Redis (nothing could evict it); it must never be served after the consumer is back.
         proxy.heal()
         await wait_until(lambda: not evictor.bump_pending)
         assert delta("ras_cache_epoch_bumps_total") == 1
         assert delta("ras_cache_errors_total", side="consumer", op="evict") == 1
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
-        assert (await timed(cache, KEY_Y, batch(source, "Y")))[0] == "miss"
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "new")
+        assert (await fetched(cache, KEY_Y, batch(source, "Y")))[0] == "miss"
     finally:
         await cache.aclose()
         await evictor.aclose()
@@ -199,12 +225,12 @@ async def test_an_api_back_before_the_consumer_serves_nothing_from_before_the_ou
         source.values["X"] = "new"
         await evictor.evict(changed(["X"], ["alice"]))
         assert evictor.bump_pending
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("bypass", "new")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("bypass", "new")
         proxy.heal()
         await asyncio.sleep(0.15)
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "new")
         assert evictor.bump_pending, "the API got there first"
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("hit", "new")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("hit", "new")
     finally:
         await cache.aclose()
         await evictor.aclose()
@@ -219,7 +245,10 @@ async def test_the_next_eviction_carries_the_pending_epoch_change(
     monkeypatch.setattr(Evictor, "_retry", no_background_retry)
     settings = cache_settings(redis_url)
     cache = QueryCache(ck.connect(settings), settings)
-    evictor = Evictor(ck.connect(settings.model_copy(update={"redis_url": proxy.url})), settings, retry_interval=0.2)
+    to_redis = ck.connect(settings.model_copy(update={"redis_url": proxy.url}))
+    # The pause after a failure (the retry interval) is a thousand times the next statement's distance from it.
+    evictor = Evictor(to_redis, settings, retry_interval=1.0)
+    attempts = Attempts(to_redis, monkeypatch)
     source = Source(values={"X": "old", "Y": "y"})
     try:
         await cache.fetch(KEY_X, batch(source, "X"))
@@ -228,15 +257,16 @@ async def test_the_next_eviction_carries_the_pending_epoch_change(
         source.values["X"] = "new"
         await evictor.evict(changed(["X"], ["alice"]))
         proxy.heal()
-        # Within the pause after the failure the consumer does not wait on Redis; the pending change covers it.
+        # Within the pause after the failure the consumer does not try Redis; the pending change covers it.
+        tried = attempts.count
         await evictor.evict(changed(["Z"], ["carol"]))
-        assert evictor.bump_pending
-        await asyncio.sleep(0.25)
+        assert evictor.bump_pending and attempts.count == tried
+        await asyncio.sleep(1.0)
         delta = Delta()
         await evictor.evict(changed(["Z"], ["carol"]))
         assert not evictor.bump_pending and delta("ras_cache_epoch_bumps_total") == 1
-        assert (await timed(cache, KEY_X, batch(source, "X")))[:2] == ("miss", "new")
-        assert (await timed(cache, KEY_Y, batch(source, "Y")))[0] == "miss"
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "new")
+        assert (await fetched(cache, KEY_Y, batch(source, "Y")))[0] == "miss"
     finally:
         await cache.aclose()
         await evictor.aclose()
@@ -321,8 +351,15 @@ async def test_running_out_of_connections_is_not_an_outage(redis_url: str, monke
         await evictor.aclose()
 
 
-async def test_a_cancelled_trial_call_does_not_leave_the_cache_switched_off(server: RedisProcess) -> None:
-    cache, evictor = pair(cache_settings(server.url), pause_after_error=0.2)
+async def test_a_cancelled_trial_call_does_not_leave_the_cache_switched_off(
+    server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trial call is cancelled right after it began, long before its timeout (a second) could end it.
+    settings = cache_settings(server.url)
+    client = ck.connect(settings)
+    cache = QueryCache(client, settings, pause_after_error=0.2)
+    evictor = Evictor(ck.connect(settings), settings)
+    attempts = Attempts(client, monkeypatch)
     source = Source(values={"X": "v"})
     assert server.pid is not None
     try:
@@ -331,8 +368,9 @@ async def test_a_cancelled_trial_call_does_not_leave_the_cache_switched_off(serv
         try:
             assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "bypass"  # opens the breaker
             await asyncio.sleep(0.25)
+            attempts.made.clear()
             trial = asyncio.create_task(cache.fetch(KEY_X, batch(source, "X")))
-            await asyncio.sleep(0.05)
+            await attempts.made.wait()  # the trial call has gone to Redis, which answers nothing
             trial.cancel()  # the client went away while the trial call hung
             with pytest.raises(asyncio.CancelledError):
                 await trial
