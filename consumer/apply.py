@@ -22,6 +22,8 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer import metrics
+from consumer.pure import topics
 from consumer.pure.batch_state import BatchState, Fact, derive
 from consumer.pure.fetch import DecodedFetch, Partition, Poison, refused_fetch
 from consumer.pure.mapping import Rows
@@ -108,8 +110,8 @@ async def _write(conn: AsyncConnection, fetch: DecodedFetch) -> Applied:
     rows = fetch.rows
     await writes.lock_batches(conn, _batch_ids(rows))
     initial = {**BatchState().as_row(), "phase_stats": {}}
-    refold = await writes.upsert_registrations(conn, rows.registrations, initial)
-    refold |= await writes.insert_batch_facts(conn, rows.batch_facts)
+    registered = await writes.upsert_registrations(conn, rows.registrations, initial)
+    refold = registered.changed | await writes.insert_batch_facts(conn, rows.batch_facts)
     activity = _merge(
         await writes.upsert_essay_slots(conn, rows.essay_slots),
         await writes.link_essays(conn, rows.essay_links),
@@ -120,16 +122,38 @@ async def _write(conn: AsyncConnection, fetch: DecodedFetch) -> Applied:
     refold |= {b for b, (_, _, replaced) in activity.items() if replaced}
     user_ids = await _rederive(conn, refold) if refold else set()
     user_ids |= await writes.advance_activity(conn, {b: a for b, a in activity.items() if b not in refold})
-    await _quarantine(conn, fetch.poison)
+    user_ids |= set(registered.taken_from.values())  # their list views lost the batch
+    refused = _owner_changes(fetch, registered)
+    await _quarantine(conn, [*fetch.poison, *refused])
     counts = fetch.counts
+    moved = Counter(p.record.topic for p in refused)
     return Applied(
         batch_ids=refold | activity.keys(),
         user_ids=user_ids,
-        applied=counts.applied,
+        applied=counts.applied - moved,
         ignored=counts.ignored,
-        quarantined=counts.quarantined,
+        quarantined=counts.quarantined + moved,
         newest_event_at=counts.newest_event_at,
     )
+
+
+def _owner_changes(fetch: DecodedFetch, registered: writes.Registered) -> list[Poison]:
+    """The records of the registrations refused as owner changes (db.writes.upsert_registrations says when), to be
+    quarantined; logs the batches an earlier registration, arrived late, took from another user."""
+    for batch_id, user_id in registered.taken_from.items():
+        log.warning("batch taken from its owner by an earlier registration", batch_id=batch_id, from_user=user_id)
+    metrics.OWNER_CHANGES.labels("taken_over").inc(len(registered.taken_from))
+    if not registered.refused:
+        return []
+    refused = [
+        Poison(record, registered.refused[row["registration_digest"]])
+        for record in fetch.records
+        if record.topic == topics.BATCH_ESSAYS_REGISTERED
+        for row in fetch.part([record]).rows.registrations  # decoded again: only when a registration was refused
+        if row["registration_digest"] in registered.refused
+    ]
+    metrics.OWNER_CHANGES.labels("refused").inc(len(refused))
+    return refused
 
 
 async def _quarantine(conn: AsyncConnection, poison: list[Poison]) -> None:

@@ -9,6 +9,13 @@ EVENTS = Counter(
     "Records consumed, by topic and outcome (applied, ignored, quarantined).",
     ["topic", "outcome"],
 )
+OWNER_CHANGES = Counter(
+    "ras_consumer_owner_changes_total",
+    "Registrations naming another owner than the batch's earliest registration, by outcome: refused (quarantined) "
+    "or taken_over (an earlier registration arrived late and took the batch from a later one's owner). Counted as "
+    "written, so a transaction that is retried counts again.",
+    ["outcome"],
+)
 TRANSACTIONS = Counter("ras_consumer_transactions_total", "Projection transactions committed.")
 TRANSACTION_SECONDS = Histogram(
     "ras_consumer_transaction_seconds",

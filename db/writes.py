@@ -3,10 +3,11 @@
 Rows travel as one JSON array per statement, read back by `json_populate_recordset` with the table's own row type
 (absent keys are NULL), so a statement has one parameter whatever its row count (asyncpg caps a statement at
 32,767) and the encoding is one `orjson.dumps` call rather than a per-value encoder. Upserts only replace a row
-with a newer fact — `(fact_at, digest)` compared as a pair, so ties resolve the same way in every order — and
-report through `RETURNING` which batches they actually changed: an event that changes nothing evicts nothing. The
-essay-level upserts also report, per batch, the span of essay activity they wrote (`Activity`), so the batch's
-derived times can be advanced without reading its rows back (consumer/apply.py says when that is exact).
+with a newer fact (a registration: with an earlier one) — `(fact_at, digest)` compared as a pair, so ties resolve
+the same way in every order — and report through `RETURNING` which batches they actually changed: an event that
+changes nothing evicts nothing. The essay-level upserts also report, per batch, the span of essay activity they
+wrote (`Activity`), so the batch's derived times can be advanced without reading its rows back (consumer/apply.py
+says when that is exact).
 
 SQL text is assembled from this module's own table and column names only; every value is a bound parameter.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -159,17 +161,71 @@ async def lock_batches(conn: AsyncConnection, batch_ids: Iterable[str]) -> None:
         )
 
 
-async def upsert_registrations(conn: AsyncConnection, rows: Sequence[Row], initial: Row) -> set[str]:
-    """Insert or replace registrations (newest fact wins); new rows start with the `initial` derived columns."""
-    table = TABLES["batches"]
-    rows = newest_per_key(rows, ["batch_id"], ["created_at", "registration_digest"])
-    full = [{**initial, **row, "last_updated": row["created_at"]} for row in rows]
-    updates = _assignments(rows[0] if rows else [], ["batch_id"])
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """What `upsert_registrations` did."""
+
+    # Batches whose registration row was inserted or replaced.
+    changed: set[str] = field(default_factory=set)
+    # Registration digest → why it was refused: it names another owner than the batch's earliest registration.
+    refused: dict[str, str] = field(default_factory=dict)
+    # Batch id → the owner it was taken from: an earlier registration of another user arrived after a later one.
+    taken_from: dict[str, str] = field(default_factory=dict)
+
+
+def _registration_order(row: Row) -> tuple[datetime, str]:
+    return row["created_at"], row["registration_digest"]
+
+
+async def upsert_registrations(conn: AsyncConnection, rows: Sequence[Row], initial: Row) -> Registered:
+    """Insert registrations; new rows start with the `initial` derived columns. The caller holds the batches'
+    locks (`lock_batches`), so the stored registrations read here stay as read until the transaction ends.
+
+    The earliest registration of a batch, by (producer time, digest), is the batch's: it decides the owner and the
+    registered fields, and a later one changes nothing. So the rows are those of in-order delivery whatever the
+    order: an earlier registration arriving late replaces a later one. A registration that loses to one naming
+    another user is an owner change and is refused (the caller quarantines it with the reason): otherwise whoever
+    produces a second registration for a batch would own it, essays and results included.
+    """
+    if not rows:
+        return Registered()
+    ids = sorted({row["batch_id"] for row in rows})
+    stored = await conn.execute(
+        text(
+            "SELECT batch_id, user_id, created_at, registration_digest FROM batches"
+            " WHERE batch_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": ids},
+    )
+    current = {r.batch_id: dict(r._mapping) for r in stored}
+    arriving: dict[str, list[Row]] = {}
+    for row in rows:
+        arriving.setdefault(row["batch_id"], []).append(row)
+    out = Registered()
+    winners = []
+    for batch_id, candidates in arriving.items():
+        first = min(candidates, key=_registration_order)
+        held = current.get(batch_id)
+        if held is None or _registration_order(first) < _registration_order(held):
+            winners.append(first)
+            if held is not None and held["user_id"] != first["user_id"]:
+                out.taken_from[batch_id] = held["user_id"]
+            held = first
+        for row in candidates:
+            if row["user_id"] != held["user_id"]:
+                out.refused[row["registration_digest"]] = (
+                    f"owner change refused: batch {batch_id} is registered to user {held['user_id']!r} by an earlier"
+                    f" registration ({held['created_at'].isoformat()}); this one names user {row['user_id']!r}"
+                )
+    full = [{**initial, **row, "last_updated": row["created_at"]} for row in winners]
+    updates = _assignments(winners[0] if winners else [], ["batch_id"])
     conflict = (
         f"ON CONFLICT (batch_id) DO UPDATE SET {updates} "
-        "WHERE (batches.created_at, batches.registration_digest) < (EXCLUDED.created_at, EXCLUDED.registration_digest)"
+        "WHERE (batches.created_at, batches.registration_digest) > (EXCLUDED.created_at, EXCLUDED.registration_digest)"
     )
-    return await _upsert(conn, table, full, list(full[0]) if full else [], conflict, "batch_id")
+    columns = list(full[0]) if full else []
+    out.changed.update(await _upsert(conn, TABLES["batches"], full, columns, conflict, "batch_id"))
+    return out
 
 
 async def insert_batch_facts(conn: AsyncConnection, rows: Sequence[Row]) -> set[str]:

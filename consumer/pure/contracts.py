@@ -4,6 +4,10 @@ One model per payload and contract generation. Like the producers' own models th
 keep every enum-valued field (BatchStatus, PhaseName, EssayStatus, CourseCode…) as plain text: a value a newer
 platform release adds must be stored, not crash the consumer. Types and required fields are checked as the
 producers' models check them.
+
+Values no producer can send are refused too, so the record is quarantined with the reason instead of stored: a
+negative count or duration, and a timestamp outside EARLIEST_STAMP..LATEST_STAMP (a stamp decides the order facts
+are folded in, so a year-0001 one would sort before everything the batch ever did).
 """
 
 from __future__ import annotations
@@ -13,18 +17,28 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+EARLIEST_STAMP = datetime(2000, 1, 1, tzinfo=UTC)
+"""Earlier than anything the platform stamped: no stamp before it is real."""
+LATEST_STAMP = datetime(2100, 1, 1, tzinfo=UTC)
+"""Absurdly far ahead for a stamp; fixed rather than "now + slack", so a record validates the same on every replay."""
+
 
 def _as_utc(value: datetime) -> datetime:
     # Producers stamp UTC; a naive stamp is read as UTC rather than as the consumer's local time.
     try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:
         # Say 0001-01-01T00:00+01:00: valid ISO 8601, but before year 1 in UTC. Pydantic turns only ValueError
         # into a validation error (and so a quarantine reason); an OverflowError would stop the consumer.
         raise ValueError("timestamp is outside the representable range once converted to UTC") from None
+    if not EARLIEST_STAMP <= utc < LATEST_STAMP:
+        raise ValueError(f"timestamp {utc.isoformat()} is not between {EARLIEST_STAMP.year} and {LATEST_STAMP.year}")
+    return utc
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Count = Annotated[int, Field(ge=0)]
+"""A number of things (essays, corrections, words) or a duration: never negative."""
 
 
 class WireModel(BaseModel):
@@ -70,10 +84,10 @@ class StorageReferenceMetadata(WireModel):
 
 
 class SpellcheckMetrics(WireModel):
-    total_corrections: int
-    l2_dictionary_corrections: int
-    spellchecker_corrections: int
-    word_count: int
+    total_corrections: Count
+    l2_dictionary_corrections: Count
+    spellchecker_corrections: Count
+    word_count: Count
     correction_density: float
 
 
@@ -100,7 +114,7 @@ class ProcessingUpdate(WireModel):
 
 class BatchEssaysRegisteredGen1(WireModel):
     entity_id: str
-    expected_essay_count: int
+    expected_essay_count: Count
     essay_ids: list[str]
     metadata: SystemProcessingMetadata
     course_code: str
@@ -110,7 +124,7 @@ class BatchEssaysRegisteredGen1(WireModel):
 
 class BatchEssaysRegisteredGen2(WireModel):
     entity_id: str
-    expected_essay_count: int
+    expected_essay_count: Count
     essay_ids: list[str]
     metadata: SystemProcessingMetadata
     course_code: str
@@ -154,7 +168,7 @@ class ELSBatchPhaseOutcome(WireModel):
 class SpellcheckResultDataGen1(ProcessingUpdate):
     original_text_storage_id: str
     storage_metadata: StorageReferenceMetadata | None = None
-    corrections_made: int | None = None
+    corrections_made: Count | None = None
 
 
 # --- topic 5: huleedu.cj_assessment.completed.v1 (gen 1 rich with rankings; gen 2 thin, ignored) ---
@@ -178,11 +192,11 @@ class SpellcheckResultGen2(ProcessingUpdate):
     batch_id: str
     correlation_id: str
     user_id: str | None = None
-    corrections_made: int
+    corrections_made: Count
     correction_metrics: SpellcheckMetrics
     original_text_storage_id: str
     corrected_text_storage_id: str | None = None
-    processing_duration_ms: int
+    processing_duration_ms: Count
     processor_version: str = "pyspellchecker_1.0_L2_swedish"
 
 
@@ -227,7 +241,7 @@ class BatchPipelineCompletedGen2(WireModel):
     completed_phases: list[str]
     final_status: str
     processing_duration_seconds: float
-    successful_essay_count: int
-    failed_essay_count: int
+    successful_essay_count: Count
+    failed_essay_count: Count
     correlation_id: str
     metadata: SystemProcessingMetadata

@@ -41,13 +41,19 @@ async def replay(engine: AsyncEngine, max_bytes: int, topic: str | None = None, 
                 report.still_failing[q.id] = poison.reason
                 continue
             try:
-                async with conn.begin_nested():
+                async with conn.begin_nested() as attempt:
                     applied: Applied = await apply_fetch(conn, fetch, positions=Positions.UNTOUCHED)
+                    if applied.quarantined:
+                        # Refused as it was written (a registration naming another owner than the batch's).
+                        await attempt.rollback()
             except DBAPIError as exc:
                 if not is_data_error(exc):
                     raise
                 report.still_failing[q.id] = f"database rejected the record: {exc.orig}"
                 await record_failure(conn, q.id, report.still_failing[q.id])
+                continue
+            if applied.quarantined:
+                report.still_failing[q.id] = q.error
                 continue
             await mark_replayed(conn, [q.id])
         report.replayed.append(q.id)

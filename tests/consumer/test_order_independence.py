@@ -2,19 +2,32 @@
 
 The reference applies every event in event-timestamp order, one transaction each (as the original service did).
 Hypothesis then shuffles the same events, adds none or more relay re-sends, and cuts the stream into transactions
-of random sizes; the four read-model tables must come out identical, row for row.
+of random sizes; the four read-model tables must come out identical, row for row. Some batches also get a rival
+registration naming another user, stamped before, with or after their own: whichever arrives first, the earliest
+holds the batch (db/writes.py, upsert_registrations).
 """
 
 from __future__ import annotations
 
+import json
 import random
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
+from tests.helpers.events import registered
 from tests.helpers.scenario import Message, batch_life, with_resends
+
+
+def rival(life: list[Message], user_id: str, seconds: int) -> Message:
+    """Another registration of the batch `life` registers, naming `user_id`, `seconds` from the original's stamp."""
+    own = life[0]
+    data = json.loads(own.value)["data"]
+    gen = "gen1" if "essay_instructions" in data else "gen2"
+    return registered(gen, data["entity_id"], user_id, data["essay_ids"][:1], own.at + timedelta(seconds=seconds))
 
 
 @st.composite
@@ -25,7 +38,11 @@ def scenarios(draw: st.DrawFn) -> list[Message]:
         gen = draw(st.sampled_from(["gen1", "gen2"]))
         essays = draw(st.integers(1, 5))
         fail_rate = draw(st.sampled_from([0.0, 0.3, 1.0]))
-        messages += batch_life(rng, gen, f"teacher-{i % 2}", essays, fail_rate)
+        life = batch_life(rng, gen, f"teacher-{i % 2}", essays, fail_rate)
+        messages += life
+        offset = draw(st.sampled_from([None, -60, 0, 60]))
+        if offset is not None:
+            messages.append(rival(life, "mallory", offset))
     return with_resends(rng, messages, draw(st.sampled_from([0.0, 0.2, 0.5])))
 
 

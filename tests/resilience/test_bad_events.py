@@ -261,6 +261,9 @@ def bad_records(draw: st.DrawFn) -> Bad:
     if kind == "integer beyond its column" and model in INT_COLUMNS:
         number = draw(st.sampled_from([2**31, -(2**31) - 1, 2**63 + 5, 2**64 - 1]))
         _set(data, INT_COLUMNS[model], number)
+        if number < 0 and INT_COLUMNS[model][-1] != "rank":
+            # A negative count never reaches PostgreSQL: the contract refuses it (consumer/pure/contracts.py).
+            return Bad(kind, topic, key, _dumped(envelope), QUARANTINE, "greater than or equal to 0")
         return Bad(kind, topic, key, _dumped(envelope), REFUSED)
     if kind == "NUL in text" and model in TEXT_COLUMNS:
         _set(data, TEXT_COLUMNS[model], "before\u0000after")
