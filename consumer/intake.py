@@ -104,8 +104,8 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned.set()
 
     async def take(self) -> Fetched | None:
-        """The next fetch to apply, decoded; None when there is none yet (the caller asks again). The fetch after it
-        is taken from what the client already holds and decoded in a worker thread while this one is applied."""
+        """The next fetch to apply, decoded and current; None when there is none yet (the caller asks again). The
+        fetch after it is taken from what the client already holds and decoded in a worker thread meanwhile."""
         if not self.settled or self._sought != self._generation:
             await self._drop_and_seek()
             return None
@@ -114,16 +114,22 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._decoding is None:
                 return None
         taken = await self._decoding
-        self._decoding = None
-        if not self.current(taken):
-            return None  # the next call lets go of everything in hand
         self._decoding = await self._fetch(0)
+        if not self.current(taken):
+            self.let_go(taken)
+            return None  # the next call lets go of the fetch after it too, and seeks
         return taken
 
+    def let_go(self, fetched: Fetched) -> None:
+        """Drop `fetched` (no longer current, or at shutdown): its records are read again from the stored positions."""
+        log.info("fetch let go, to be read again from the stored positions", records=len(fetched.decoded.records))
+
     async def close(self) -> None:
-        """Wait for the decoding thread, if any: a thread cannot be cancelled."""
+        """Let go of the fetch decoding, if any, once its thread is done: a thread cannot be cancelled."""
         if self._decoding is not None:
             await asyncio.wait([self._decoding])
+            if not self._decoding.cancelled() and self._decoding.exception() is None:
+                self.let_go(self._decoding.result())
             self._decoding = None
 
     async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -98,7 +98,7 @@ class ConsumerLoop:
         results = await isolate_refused(fetch, write)
         applied = [result for result in results if result is not None]
         if len(applied) < len(results):
-            log.info("fetch let go: partitions were reassigned since it was fetched", records=len(fetch.records))
+            self.intake.let_go(fetched)
         if not applied:
             return
         metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
@@ -118,10 +118,13 @@ class ConsumerLoop:
                 return await apply_fetch(conn, part, marks, Positions.LEAVE_OUT_APPLIED)
 
     def _high_watermarks(self, offsets: dict[Partition, int]) -> dict[Partition, int]:
-        """Each partition's high watermark as of its latest fetch, and its lag after `offsets`."""
+        """Each partition's high watermark as of its latest fetch, and its lag after `offsets`; the client knows
+        them for its assigned partitions only."""
         marks = {}
+        assigned = self._kafka.assignment()
         for (topic, partition), consumed in offsets.items():
-            mark = self._kafka.highwater(TopicPartition(topic, partition))
+            tp = TopicPartition(topic, partition)
+            mark = self._kafka.highwater(tp) if tp in assigned else None
             if mark is not None:
                 marks[(topic, partition)] = mark
                 metrics.LAG.labels(topic, str(partition)).set(max(0, mark - consumed))
