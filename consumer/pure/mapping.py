@@ -280,4 +280,4 @@ def rows_for(event: Event) -> Rows:
             return _assessment_gen2(event, payload)
         case c.BatchPipelineCompletedGen2():
             return _pipeline_completed(event, payload)
-    raise PoisonMessage(f"no projection for {type(payload).__name__}")
+    raise PoisonMessage(f"no mapping to rows for {type(payload).__name__}")

@@ -4,7 +4,7 @@ Needed whenever a projection rule changes: the tables must become what the new c
 
 1. A fresh shadow schema gets the tables of the current Alembic revision (db/shadow.py).
 2. A consumer of its own (no group: partitions assigned by hand, so the live consumer's group is untouched) reads
-   all eight topics from the earliest retained offset and applies them with the live projection code
+   all eight topics from the earliest retained offset and applies them with the live consumer's code
    (consumer/apply.py), into the shadow, one transaction per fetch, positions included. A progress bar shows
    records against the brokers' high watermarks, with the rate and an ETA.
 3. Once it has read to the end, it tries to swap: one transaction locks the live tables (the live consumer waits),
