@@ -54,12 +54,14 @@ def create_app(
     limits: ApiLimits | None = None,
     cache: QueryCache | None = None,
     events: EventHub | None = None,
+    graphiql_prefill: graphiql.Prefill | None = None,
 ) -> Starlette:
     """The ASGI app. Without `engine`, the lifespan waits for the database, creates an engine from settings and
     disposes of it on shutdown. `cache` (see `serve`) caches GraphQL and REST results; the app closes it.
     `events` (see `serve`) serves subscriptions and read-your-writes waits; the lifespan starts and closes it.
 
-    `limits` overrides the limits settings give (tests use it).
+    `limits` overrides the limits settings give (tests use it). `graphiql_prefill` is what GraphiQL's page fills
+    in beyond the service id (`ras dev` gives its key and the demo's ids).
     """
     limits = limits or limits_from(settings)
     holder = _EngineHolder(engine)
@@ -98,7 +100,9 @@ def create_app(
     ]
     if limits.graphiql:
         routes.append(Route(graphiql.ASSET_PATH + "/{name}", graphiql.asset_endpoint, methods=["GET", "HEAD"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    setattr(app.state, graphiql.PREFILL_STATE, graphiql_prefill)
+    return app
 
 
 async def _connected_engine(settings: Settings) -> AsyncEngine:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,12 +21,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.cache import QueryCache
+from app.graphiql import Prefill
 from app.live import EventHub
 from app.main import create_app
 from consumer.main import run as consume
-from consumer.pure.topics import ALL_TOPICS
+from consumer.pure.topics import ALL_TOPICS, BATCH_ESSAYS_REGISTERED, ELS_BATCH_PHASE_OUTCOME
 from db.migrate import upgrade_async
-from devstack.demo import demo_stream
+from devstack.demo import Message, demo_stream
 from devstack.kafka import KafkaProcess, create_topics
 from devstack.postgres import PostgresProcess
 from devstack.produce import produce
@@ -80,6 +82,31 @@ def _banner(settings: Settings) -> str:
     )
 
 
+def _graphiql_prefill(settings: Settings, messages: list[Message]) -> Prefill:
+    """What GraphiQL's page fills in: the banner's key, and ids from the demo about to be produced (a batch with
+    both failed and assessed essays if there is one, an assessed essay of it and its teacher; the newest batch to
+    watch live)."""
+    owners: dict[str, str] = {}  # batch id → teacher, in the order produced
+    spellchecked: dict[str, tuple[list[str], list[str]]] = {}  # batch id → (passed, failed) essay ids
+    for message in messages:
+        data = json.loads(message.value)["data"]
+        if message.topic == BATCH_ESSAYS_REGISTERED:
+            owners.setdefault(message.key.decode(), data["user_id"])
+        elif message.topic == ELS_BATCH_PHASE_OUTCOME and data["phase_name"] == "spellcheck":
+            passed = [essay["essay_id"] for essay in data["processed_essays"]]
+            spellchecked[data["batch_id"]] = (passed, data["failed_essay_ids"])
+    key = settings.internal_api_key.get_secret_value()
+    if not owners:
+        return Prefill(api_key=key)
+    mixed = [b for b in owners if all(spellchecked.get(b, ((), ())))]
+    assessed = [b for b in owners if spellchecked.get(b, ((), ()))[0]]
+    batch = (mixed or assessed or list(owners))[0]
+    variables: dict[str, object] = {"batchId": batch, "userId": owners[batch]}
+    if batch in assessed:
+        variables["essayId"] = spellchecked[batch][0][0]
+    return Prefill(api_key=key, variables=variables, operations={"LiveBatchProgress": {"batchId": list(owners)[-1]}})
+
+
 def _api_socket(port: int | None) -> socket.socket:
     """The API's port, bound before any server starts: a taken one is reported at once (`PortUnavailable`), as is
     any invalid variable (`ConfigurationError`; the database URL is checked once the servers are known)."""
@@ -113,9 +140,16 @@ async def run_dev(port: int | None, batches: int, rate: float | None, progress: 
 async def _run(
     settings: Settings, sock: socket.socket, stop: asyncio.Event, batches: int, rate: float | None, progress: bool
 ) -> None:
+    messages = demo_stream(batches, users=4) if batches else []
+    app = create_app(
+        settings,
+        cache=QueryCache.from_settings(settings),
+        events=EventHub.from_settings(settings),
+        graphiql_prefill=_graphiql_prefill(settings, messages),
+    )
     api = TaskServer(
         uvicorn.Config(
-            create_app(settings, cache=QueryCache.from_settings(settings), events=EventHub.from_settings(settings)),
+            app,
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -131,7 +165,6 @@ async def _run(
             await asyncio.sleep(0.05)
         print(_banner(settings), flush=True)
         if batches:
-            messages = demo_stream(batches, users=4)
             await produce(settings.kafka_bootstrap_servers, messages, rate, progress)
             print(f"demo: produced {len(messages)} events for {batches} batches", flush=True)
         await stop.wait()

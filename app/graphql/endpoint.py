@@ -215,8 +215,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         return cast(UnsetType, UNSET)  # acknowledge without a payload
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        service_ids = self.settings.allowed_service_ids
-        return graphiql.page_response(str(request.url.path), service_ids[0] if service_ids else "")
+        return graphiql.page_response(request, self.settings)
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response = process_result(result)

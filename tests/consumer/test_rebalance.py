@@ -203,21 +203,16 @@ def first_of_a(events: Events, *names: str, after: str | None = None) -> str:
 LET_GO = "fetch let go, to be read again from the stored positions"
 
 
-async def test_a_rebalance_while_a_fetch_is_outstanding(
-    engine: AsyncEngine, database_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("hold_at", [hold_fetch, hold_decode], ids=["fetch outstanding", "fetch decoding"])
+async def test_a_rebalance_while_a_fetch_is_outstanding_or_decoding(
+    engine: AsyncEngine,
+    database_url: str,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    hold_at: Callable[[pytest.MonkeyPatch, Hold], None],
 ) -> None:
     hold = Hold()
-    hold_fetch(monkeypatch, hold)
-    mark_transactions(monkeypatch)
-    events = await rebalance_at(hold, engine, database_url, kafka_bootstrap, assigned_anew)
-    assert first_of_a(events, LET_GO, "test: transaction", after="test: released") == LET_GO
-
-
-async def test_a_rebalance_while_a_fetch_decodes(
-    engine: AsyncEngine, database_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hold = Hold()
-    hold_decode(monkeypatch, hold)
+    hold_at(monkeypatch, hold)
     mark_transactions(monkeypatch)
     events = await rebalance_at(hold, engine, database_url, kafka_bootstrap, assigned_anew)
     assert first_of_a(events, LET_GO, "test: transaction", after="test: released") == LET_GO
