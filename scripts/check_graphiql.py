@@ -13,7 +13,10 @@ ids to the page as `ras dev` gives the demo's (app.graphiql.Prefill). Then it op
 * no request left the origin, and the console logged no error (a Content-Security-Policy violation would).
 
     .venv/bin/python -m scripts.check_graphiql --database-url postgresql+asyncpg://… [--redis-url redis://…]
-        [--enter-key] [--screenshots DIR]    # a PNG of the Docs and of each tab after its example ran
+        [--enter-key] [--screenshots DIR]    # PNGs of the Docs and of each tab (Variables, then Headers)
+    .venv/bin/python -m scripts.check_graphiql --url http://127.0.0.1:4003/graphql [--screenshots DIR]
+
+`--url` checks a running service instead (`ras dev`: its page must carry the key and the demo's ids).
 
 Needs `apt-get install chromium`. The database must be migrated (`ras migrate`) and hold at least one batch with an
 essay (`ras dev` or `ras produce-demo` with `ras consume` make some); it is only read.
@@ -83,6 +86,7 @@ _RESPONSE = (
     "return r ? r.CodeMirror.getValue() : ''; })()"
 )
 _RUNNING = "document.querySelector('.graphiql-execute-button[aria-label^=\"Stop\"]') !== null"
+_CONFIG_HEADERS = "JSON.parse(document.getElementById('ras-graphiql-config').textContent).headers"
 _DOCS_BUTTON = "document.querySelector('.graphiql-sidebar button[aria-label$=\"Documentation Explorer\"]')"
 # What the Docs explorer shows: the schema's root types, an error, a spinner while the schema is on its way.
 _DOCS = """(() => {
@@ -110,20 +114,25 @@ def _click_tab(index: int) -> str:
     return f"document.querySelector('#graphiql-session-tab-{index}').click(), true"
 
 
+def _show_tool(name: str) -> str:
+    return f"document.querySelector('.graphiql-editor-tools button[data-name=\"{name}\"]').click(), true"
+
+
 @dataclass
 class TabResult:
     title: str
+    expected: dict[str, Any]  # the credentials every tab must show
     headers: dict[str, Any]
     variables: dict[str, Any]
     response: str
-    screenshot: Path | None = None
+    screenshots: list[Path] = field(default_factory=list)
     skipped: str = ""  # why the example was not run
 
     @property
     def problems(self) -> list[str]:
         found = []
-        if self.headers.get(KEY_HEADER) != API_KEY or self.headers.get(SERVICE_HEADER) != SERVICE_ID:
-            found.append(f"{self.title}: Headers editor shows {self.headers}")
+        if not self.expected.get(KEY_HEADER) or self.headers != self.expected:
+            found.append(f"{self.title}: Headers editor shows {self.headers}, not {self.expected}")
         if any(isinstance(v, str) and v.startswith("<") for v in self.variables.values()):
             found.append(f"{self.title}: Variables editor shows placeholders {self.variables}")
         try:
@@ -336,7 +345,7 @@ def _json_object(text: Any) -> dict[str, Any]:
 
 
 def _shot_name(index: int, title: str) -> str:
-    return f"tab-{index + 1}-{re.sub(r'[^A-Za-z0-9]+', '-', title).strip('-') or 'untitled'}.png"
+    return f"tab-{index + 1}-{re.sub(r'[^A-Za-z0-9]+', '-', title).strip('-') or 'untitled'}"
 
 
 def check_docs(devtools: _DevTools, result: CheckResult, enter_key: bool, screenshots: Path | None) -> None:
@@ -359,25 +368,51 @@ def _is_subscription(query: str) -> bool:
     return any(op.operation == OperationType.SUBSCRIPTION for op in operations)
 
 
-def check_tab(devtools: _DevTools, index: int, title: str, screenshots: Path | None, live: bool) -> TabResult:
+def _screenshots(devtools: _DevTools, tab: TabResult, index: int, folder: Path | None) -> None:
+    """The tab with its Variables and answer, then with its Headers."""
+    if folder is None:
+        return
+    name = _shot_name(index, tab.title)
+    tab.screenshots.append(devtools.screenshot(folder / f"{name}.png"))
+    devtools.evaluate(_show_tool("headers"))
+    tab.screenshots.append(devtools.screenshot(folder / f"{name}-headers.png"))
+    devtools.evaluate(_show_tool("variables"))
+
+
+def check_tab(
+    devtools: _DevTools, index: int, title: str, expected: dict[str, Any], screenshots: Path | None, live: bool
+) -> TabResult:
     """Open tab `index`, read its Headers and Variables, run its example and read the answer."""
     devtools.evaluate(_click_tab(index))
     devtools.wait_for(_ACTIVE_TAB, lambda active: active == index)
     # The page gives the tab its headers as it becomes active: wait until the editor shows credentials.
     headers = _json_object(devtools.wait_for(_HEADERS, lambda text: bool(_json_object(text).get(KEY_HEADER))))
-    variables = _json_object(devtools.evaluate(_VARIABLES))
+    tab = TabResult(title, expected, headers, _json_object(devtools.evaluate(_VARIABLES)), "")
     if not live and _is_subscription(devtools.evaluate(_QUERY)):
-        skipped = "a subscription: the API serves them only with Redis (--redis-url)"
-        shot = None if screenshots is None else devtools.screenshot(screenshots / _shot_name(index, title))
-        return TabResult(title, headers, variables, "", shot, skipped)
-    before = devtools.evaluate(_RESPONSE)
-    devtools.evaluate(_RUN)
-    response = str(devtools.wait_for(_RESPONSE, partial(_changed, before)))
-    if devtools.evaluate(_RUNNING):  # a subscription: its first value is in, stop it
+        tab.skipped = "a subscription: the API serves them only with Redis (--redis-url)"
+    else:
+        before = devtools.evaluate(_RESPONSE)
         devtools.evaluate(_RUN)
-        devtools.wait_for(_RUNNING, lambda running: not running)
-    shot = None if screenshots is None else devtools.screenshot(screenshots / _shot_name(index, title))
-    return TabResult(title, headers, variables, response, shot)
+        tab.response = str(devtools.wait_for(_RESPONSE, partial(_changed, before)))
+        if devtools.evaluate(_RUNNING):  # a subscription: its first value is in, stop it
+            devtools.evaluate(_RUN)
+            devtools.wait_for(_RUNNING, lambda running: not running)
+    _screenshots(devtools, tab, index, screenshots)
+    return tab
+
+
+def _check_page(
+    devtools: _DevTools,
+    result: CheckResult,
+    expected: dict[str, Any],
+    screenshots: Path | None,
+    live: bool,
+    enter_key: bool = False,
+) -> None:
+    check_docs(devtools, result, enter_key, screenshots)
+    titles = devtools.evaluate(_TABS)
+    result.tabs = [check_tab(devtools, i, title, expected, screenshots, live) for i, title in enumerate(titles)]
+    result.screenshots += [shot for tab in result.tabs for shot in tab.screenshots]
 
 
 def check(
@@ -391,24 +426,40 @@ def check(
         ids = discover_ids(origin)
         setattr(app.state, PREFILL_STATE, Prefill(api_key="" if enter_key else API_KEY, variables=ids))
         with browser(f"{origin}/graphql") as devtools:
-            check_docs(devtools, result, enter_key, screenshots)
-            titles = devtools.evaluate(_TABS)
-            live = redis_url is not None
-            result.tabs = [check_tab(devtools, i, title, screenshots, live) for i, title in enumerate(titles)]
-            result.screenshots += [tab.screenshot for tab in result.tabs if tab.screenshot is not None]
+            expected = {KEY_HEADER: API_KEY, SERVICE_HEADER: SERVICE_ID}
+            _check_page(devtools, result, expected, screenshots, redis_url is not None, enter_key)
             devtools.evaluate("1")  # collect the events still pending
             _inspect(devtools, origin, result)
     return result
 
 
+def check_url(url: str, screenshots: Path | None = None) -> CheckResult:
+    """The same checks of a running service's page (`ras dev`), which must carry the key and the ids itself."""
+    result = CheckResult()
+    if screenshots is not None:
+        screenshots.mkdir(parents=True, exist_ok=True)
+    origin = re.sub(r"^(https?://[^/]+).*$", r"\1", url)
+    with browser(url) as devtools:
+        expected = _json_object(devtools.evaluate(_CONFIG_HEADERS))
+        _check_page(devtools, result, expected, screenshots, live=True)
+        devtools.evaluate("1")
+        _inspect(devtools, origin, result)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", required=True, help="SQLAlchemy URL of a migrated RAS database")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--database-url", help="SQLAlchemy URL of a migrated RAS database")
+    target.add_argument("--url", help="the GraphiQL page of a running service (ras dev)")
     parser.add_argument("--redis-url", help="Redis for subscriptions (without it the subscription tab is not run)")
     parser.add_argument("--enter-key", action="store_true", help="leave the key out of the page and enter it")
     parser.add_argument("--screenshots", type=Path, help="save PNGs of the Docs and of each tab in this folder")
     args = parser.parse_args()
-    result = check(args.database_url, args.redis_url, args.screenshots, args.enter_key)
+    if args.url:
+        result = check_url(args.url, args.screenshots)
+    else:
+        result = check(args.database_url, args.redis_url, args.screenshots, args.enter_key)
     if result.docs_before_key:
         print(f"Docs before the key was entered: {result.docs_before_key}")
     print(f"Docs: {result.docs}")
