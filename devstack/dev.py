@@ -2,7 +2,9 @@
 
 Starts PostgreSQL, Redis and a Kafka-protocol broker from PyPI packages (or uses the servers named by
 RAS_DATABASE_URL, RAS_REDIS_URL, RAS_KAFKA_BOOTSTRAP_SERVERS when set), migrates, runs the consumer and the API in
-this one process, produces a demo stream as real events, and prints where GraphiQL is and which headers to use.
+this one process, produces a demo stream as real events, and prints where GraphiQL is, which headers to use, and
+each server's address as `export RAS_…=` lines for other commands (`ras quarantine list`, psql, a second producer).
+The API binds 127.0.0.1 unless --host or RAS_HOST says otherwise.
 Ctrl-C stops everything it started, in reverse order; embedded servers' data is thrown away (the broker keeps
 everything in memory, so a kept database would no longer match it).
 """
@@ -13,12 +15,14 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 
 import structlog
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from app.cache import QueryCache
 from app.graphiql import Prefill
@@ -70,6 +74,10 @@ async def _servers(stack: contextlib.AsyncExitStack) -> dict[str, str]:
 def _banner(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     service = settings.allowed_service_ids[0] if settings.allowed_service_ids else "<an allowed service id>"
+    database = make_url(settings.database_url)
+    # A password (only ever one the caller's RAS_DATABASE_URL gave) stays hidden: that caller already has it.
+    shown_database = database.render_as_string(hide_password=True)
+    libpq = database.set(drivername="postgresql").render_as_string(hide_password=True)
     return (
         f"\nRAS is running.\n"
         f"  GraphiQL:  http://{host}:{settings.port}/graphql\n"
@@ -78,6 +86,17 @@ def _banner(settings: Settings) -> str:
         f"             X-User-ID: teacher-01   (optional: see only that teacher's batches)\n"
         f"  REST:      http://{host}:{settings.port}/internal/v1/batches/user/teacher-01\n"
         f"  metrics:   http://{host}:{settings.port}/metrics   readiness: /readyz\n"
+        f"  PostgreSQL: {shown_database}\n"
+        f"  Redis:      {settings.redis_url}\n"
+        f"  broker:     {settings.kafka_bootstrap_servers}\n"
+        f"Point other commands at this stack (paste into another shell):\n"
+        f"  export RAS_DATABASE_URL={shlex.quote(shown_database)}\n"
+        f"  export RAS_REDIS_URL={shlex.quote(settings.redis_url)}\n"
+        f"  export RAS_KAFKA_BOOTSTRAP_SERVERS={shlex.quote(settings.kafka_bootstrap_servers)}\n"
+        f"  export RAS_ENVIRONMENT=development\n"
+        f"  ras quarantine list\n"
+        f"  ras produce-demo --batches 5\n"
+        f"  psql {shlex.quote(libpq)}\n"
         f"Press Ctrl-C to stop.\n"
     )
 
@@ -107,23 +126,38 @@ def _graphiql_prefill(settings: Settings, messages: list[Message]) -> Prefill:
     return Prefill(api_key=key, variables=variables, operations={"LiveBatchProgress": {"batchId": list(owners)[-1]}})
 
 
-def _api_socket(port: int | None) -> socket.socket:
+def _api_host(host: str | None) -> str:
+    """Where `ras dev` binds: --host, else RAS_HOST when set, else 127.0.0.1 (a development key and GraphiQL are not
+    for the network; `ras serve`'s default of all interfaces is a container's)."""
+    if host is not None:
+        return host
+    configured = load_settings(database=False, environment="development")
+    return configured.host if "host" in configured.model_fields_set else "127.0.0.1"
+
+
+def _api_socket(host: str, port: int | None) -> socket.socket:
     """The API's port, bound before any server starts: a taken one is reported at once (`PortUnavailable`), as is
     any invalid variable (`ConfigurationError`; the database URL is checked once the servers are known)."""
     configured = load_settings(database=False, environment="development")
-    return listen(configured.host, configured.port if port is None else port, "--port (RAS_PORT)")
+    return listen(host, configured.port if port is None else port, "--port (RAS_PORT)", "--host (RAS_HOST)")
 
 
-async def run_dev(port: int | None, batches: int, rate: float | None, progress: bool) -> None:
+async def run_dev(port: int | None, batches: int, rate: float | None, progress: bool, host: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with _api_socket(port) as sock:
+    bind = _api_host(host)
+    with _api_socket(bind, port) as sock:
         async with contextlib.AsyncExitStack() as stack:
             urls = await _servers(stack)
             # The API's /metrics shows the consumer's metrics too (one process): no ops server of the consumer's.
-            overrides: dict[str, object] = {**urls, "environment": "development", "consumer_metrics_port": 0}
+            overrides: dict[str, object] = {
+                **urls,
+                "environment": "development",
+                "consumer_metrics_port": 0,
+                "host": bind,
+            }
             if port is not None:
                 overrides["port"] = port
             try:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Sequence
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from devstack.process import ManagedProcess
+from devstack.topics import create_topics as create_topics  # where ras dev and the tests have found it
 
 
 def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -82,26 +82,3 @@ class KafkaProcess(ManagedProcess):
 
     def _probe(self) -> bool:
         return kafka_ready(self.host, self.port)
-
-
-async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
-    """Create ``topics`` with ``partitions`` partitions (replication 1); existing ones are fine.
-
-    Explicit creation keeps partition counts deterministic instead of depending on broker
-    auto-create defaults.  Any error other than TOPIC_ALREADY_EXISTS is raised.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError, for_code
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="ras-embedded-admin")
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in topics]
-        )
-    finally:
-        await admin.close()
-    for entry in response.topic_errors:
-        topic, code = entry[0], entry[1]
-        if code not in (0, TopicAlreadyExistsError.errno):
-            raise for_code(code)(f"creating topic {topic!r}")

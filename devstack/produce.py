@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from consumer.pure.topics import ALL_TOPICS
 from devstack.demo import Message, demo_stream
-from devstack.kafka import create_topics
+from devstack.topics import create_topics
 
 Offsets = dict[tuple[str, int], int]
 

