@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.live import EventHub
 from app.main import create_app
 from consumer.pure.topics import ALL_TOPICS, BATCH_ESSAYS_REGISTERED
 from devstack.demo import EPOCH, Message, batch_life, with_resends
@@ -205,6 +206,9 @@ class Wiring:
             "RAS_INTERNAL_API_KEY": API_KEY,
             "RAS_HOST": "127.0.0.1",
             "RAS_STARTUP_TIMEOUT_SECONDS": "60",
+            # A second, not the deployed 0.1 s: on a busy test machine a healthy Redis call can take longer than
+            # that, and the cache would go without Redis where no outage was meant.
+            "RAS_REDIS_TIMEOUT_SECONDS": "1",
         }
         if self.redis_url is not None:
             env["RAS_REDIS_URL"] = self.redis_url
@@ -358,6 +362,44 @@ async def wait_for_ends(engine: AsyncEngine, ends: Offsets, timeout: float, *ali
             for consumer in alive:
                 assert consumer.alive(), f"consumer exited:\n{consumer.process.output()[-3000:]}"
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def announcements(wiring: Wiring, redis_url: str) -> AsyncIterator[EventHub]:
+    """The positions `ras consume` announces on the live-update channel, heard as an API process hears them.
+
+    `redis_url` is Redis itself, where `wiring` may name a proxy a scenario cuts; the hub reconnects by itself after
+    an outage. Subscribed before it is handed over, so no later announcement is missed."""
+    settings = Settings(database_url=wiring.database_url, redis_url=redis_url, cache_prefix=wiring.cache_prefix)
+    hub = EventHub.from_settings(settings)
+    await hub.start()
+    try:
+        async with asyncio.timeout(60):
+            await hub.listening.wait()
+        yield hub
+    finally:
+        await hub.aclose()
+
+
+async def wait_for_announced(hub: EventHub, ends: Offsets, timeout: float) -> None:
+    """Wait until the consumer has announced the end positions `ends` of the partitions just produced to.
+
+    It announces each commit's positions after evicting the cache entries the commit changed (`ras consume` chains
+    the two, one commit after another), so once the last commit is announced no cached answer from before any of
+    them can be served: the condition to wait for before asking the API, where a pause would only guess how long an
+    eviction takes. Only the partitions produced to: a partition's position is announced by a commit that reads it,
+    and one that is not read again keeps what an outage may have cost its last announcement."""
+    behind: list[tuple[tuple[str, int], int | None, int]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while behind := [
+                (tp, hub.known_position(tp), end) for tp, end in ends.items() if (hub.known_position(tp) or 0) < end
+            ]:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(
+            f"not announced within {timeout:.0f} s (partition, announced, end): {behind[:5]}"
+        ) from None
 
 
 async def check_tables(engine: AsyncEngine, messages: Sequence[Message]) -> dict[str, int]:

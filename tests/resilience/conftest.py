@@ -84,6 +84,8 @@ async def security_api_server(database_url: str, redis_url: str, tmp_path: Path)
             "RAS_ALLOWED_SERVICE_IDS": f"{SERVICE_ID},admin-dashboard-service",
             "RAS_ENVIRONMENT": "production",
             "RAS_SHUTDOWN_GRACE_SECONDS": "2",
+            # A second, not the deployed 0.1 s: a busy test machine must not make the cache skip Redis.
+            "RAS_REDIS_TIMEOUT_SECONDS": "1",
             **env,
         }
         process = RasProcess("serve", values, tmp_path / f"serve-{port}.log")

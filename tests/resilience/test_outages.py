@@ -39,6 +39,7 @@ from tests.helpers.stack import (
     Consumer,
     PacedProducer,
     Wiring,
+    announcements,
     batch_ids,
     batch_lives,
     cache_status,
@@ -49,6 +50,7 @@ from tests.helpers.stack import (
     owned_redis,
     reference_api,
     thaw,
+    wait_for_announced,
     wait_for_ends,
 )
 
@@ -94,67 +96,69 @@ async def test_database_outage_consumer_waits_api_serves_cache_and_503(
     api = Api(wiring, tmp_path / "serve.log")
     seen: Counter[str] = Counter()
     try:
-        ends = await produce(kafka_bootstrap, first)
-        await api.ready()
-        await wait_for_ends(engine, ends, 90, consumer)
-        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
-            cached = {batch_id: await answered_from_cache(client, batch_id) for batch_id in warm}
+        async with announcements(wiring, redis_url) as announced:
+            ends = await produce(kafka_bootstrap, first)
+            await api.ready()
+            await wait_for_ends(engine, ends, 90, consumer)
+            async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+                cached = {batch_id: await answered_from_cache(client, batch_id) for batch_id in warm}
 
-            stopped = time.monotonic()
-            await asyncio.to_thread(server.stop)
-            async with PacedProducer(kafka_bootstrap) as producer:
-                # Events keep coming during the outage; the consumer must hold them, not lose or skip them.
-                produced = asyncio.create_task(producer.paced(second, rate=len(second) / (OUTAGE_SECONDS * 0.7)))
-                body = await wait_for_status(api.url + "/readyz", 503, timeout=10)
-                assert body["checks"]["database"]["status"] == "unhealthy"  # type: ignore[index]
-                body = await wait_for_status(consumer.readyz, 503, timeout=10)
-                assert body["database"]["status"] == "unhealthy"  # type: ignore[index]
-                while time.monotonic() - stopped < OUTAGE_SECONDS:
-                    for batch_id in warm:
-                        response = await graphql(client, BATCH_QUERY, {"id": batch_id})
-                        assert response.status_code == 200, response.text
-                        assert cache_status(response.json()) == "hit"
-                        assert response.json()["data"] == cached[batch_id]
-                        seen["cached 200 (hit)"] += 1
-                    for batch_id in cold:
-                        response = await graphql(client, BATCH_QUERY, {"id": batch_id})
-                        assert response.status_code == 503, response.text
-                        assert response.headers["Retry-After"]
-                        errors = response.json()["errors"]
-                        assert [e["extensions"]["code"] for e in errors] == ["SERVICE_UNAVAILABLE"], errors
-                        seen["uncached 503 SERVICE_UNAVAILABLE"] += 1
-                        rest = await client.get(f"/internal/v1/batches/{batch_id}/status", headers=AUTH)
-                        assert rest.status_code == 503, rest.text
-                        seen["REST 503"] += 1
-                    status, _ = await get_status(api.url + "/readyz")
-                    assert status == 503
-                    seen["readyz 503"] += 1
-                    assert consumer.alive(), consumer.process.output()[-3000:]
-                    await asyncio.sleep(0.5)
-                await produced
-                ends = {**ends, **producer.ends}
-            retries = consumer.process.output().count("database unavailable, retrying")
-            assert retries > 0, "the consumer says why it waits"
-            assert consumer.alive()
+                stopped = time.monotonic()
+                await asyncio.to_thread(server.stop)
+                async with PacedProducer(kafka_bootstrap) as producer:
+                    # Events keep coming during the outage; the consumer must hold them, not lose or skip them.
+                    produced = asyncio.create_task(producer.paced(second, rate=len(second) / (OUTAGE_SECONDS * 0.7)))
+                    body = await wait_for_status(api.url + "/readyz", 503, timeout=60)
+                    assert body["checks"]["database"]["status"] == "unhealthy"  # type: ignore[index]
+                    body = await wait_for_status(consumer.readyz, 503, timeout=60)
+                    assert body["database"]["status"] == "unhealthy"  # type: ignore[index]
+                    while time.monotonic() - stopped < OUTAGE_SECONDS:
+                        for batch_id in warm:
+                            response = await graphql(client, BATCH_QUERY, {"id": batch_id})
+                            assert response.status_code == 200, response.text
+                            assert cache_status(response.json()) == "hit"
+                            assert response.json()["data"] == cached[batch_id]
+                            seen["cached 200 (hit)"] += 1
+                        for batch_id in cold:
+                            response = await graphql(client, BATCH_QUERY, {"id": batch_id})
+                            assert response.status_code == 503, response.text
+                            assert response.headers["Retry-After"]
+                            errors = response.json()["errors"]
+                            assert [e["extensions"]["code"] for e in errors] == ["SERVICE_UNAVAILABLE"], errors
+                            seen["uncached 503 SERVICE_UNAVAILABLE"] += 1
+                            rest = await client.get(f"/internal/v1/batches/{batch_id}/status", headers=AUTH)
+                            assert rest.status_code == 503, rest.text
+                            seen["REST 503"] += 1
+                        status, _ = await get_status(api.url + "/readyz")
+                        assert status == 503
+                        seen["readyz 503"] += 1
+                        assert consumer.alive(), consumer.process.output()[-3000:]
+                        await asyncio.sleep(0.5)
+                    await produced
+                    ends = {**ends, **producer.ends}
+                # The consumer says why it waits (the events produced meanwhile are what it waits to apply).
+                await consumer.process.wait_for_output("database unavailable, retrying", timeout=60)
+                retries = consumer.process.output().count("database unavailable, retrying")
+                assert consumer.alive()
 
-            await asyncio.to_thread(server.start)
-            restarted = time.monotonic()
-            outage = restarted - stopped
-            await engine.dispose()  # the pool's connections died with the server
-            positions = await wait_for_ends(engine, ends, 90, consumer)
-            recovery = time.monotonic() - restarted
-            assert "partitions resumed" in consumer.process.output()
-            await api.ready(timeout=30)
-            await asyncio.sleep(0.5)  # the last commit's eviction follows it by a round trip
-            # Once the breaker lets a trial through, uncached queries are answered again, with the new state.
-            async with reference_api(engine) as reference, asyncio.timeout(30):
-                for batch_id in warm + cold:
-                    while (response := await graphql(client, BATCH_QUERY, {"id": batch_id})).status_code == 503:
-                        await asyncio.sleep(0.2)
-                    truth = (await graphql(reference, BATCH_QUERY, {"id": batch_id})).json()["data"]
-                    assert response.status_code == 200 and response.json()["data"] == truth, response.text
-                    assert response.json()["data"] != cached.get(batch_id), "the second half changed every batch"
-        assert positions == ends
+                await asyncio.to_thread(server.start)
+                restarted = time.monotonic()
+                outage = restarted - stopped
+                await engine.dispose()  # the pool's connections died with the server
+                positions = await wait_for_ends(engine, ends, 90, consumer)
+                recovery = time.monotonic() - restarted
+                assert "partitions resumed" in consumer.process.output()
+                await api.ready(timeout=60)
+                await wait_for_announced(announced, producer.ends, 60)  # the last commit's eviction is done
+                # Once the breaker lets a trial through, uncached queries are answered again, with the new state.
+                async with reference_api(engine) as reference, asyncio.timeout(60):
+                    for batch_id in warm + cold:
+                        while (response := await graphql(client, BATCH_QUERY, {"id": batch_id})).status_code == 503:
+                            await asyncio.sleep(0.2)
+                        truth = (await graphql(reference, BATCH_QUERY, {"id": batch_id})).json()["data"]
+                        assert response.status_code == 200 and response.json()["data"] == truth, response.text
+                        assert response.json()["data"] != cached.get(batch_id), "the second half changed every batch"
+            assert positions == ends
         assert await consumer.stop() == 0
         await api.stop()
         counts = await check_tables(engine, first + second)
@@ -290,18 +294,27 @@ async def test_redis_outage_consumer_keeps_going_and_no_stale_answer_survives(
                 httpx.AsyncClient(base_url=api.url, timeout=10) as client,
                 reference_api(engine) as reference,
                 PacedProducer(kafka_bootstrap) as producer,
+                announcements(wiring, redis.url) as announced,
             ):
                 check = AnswerCheck(client, reference, ids, users)
                 for k, events in enumerate(rounds):
                     outage = OUTAGES.get(k)
                     if outage is not None:
                         await faults.begin(outage)
+                    else:
+                        # After Redis crashed the hub subscribes again by itself; it must hear this round's news.
+                        async with asyncio.timeout(60):
+                            await announced.listening.wait()
                     began = time.monotonic()
+                    before = dict(producer.ends)
                     await producer.send(events)
                     await wait_for_ends(engine, producer.ends, 60, consumer)
-                    # Evictions follow their commit by a round trip; give the last one ample time before asking.
-                    await asyncio.sleep(0.5)
-                    if outage is not None:
+                    if outage is None:
+                        # Evictions follow their commit: ask once the last one is done. (During an outage every
+                        # eviction of the round fails, and the epoch change after it covers them.)
+                        sent = {tp: end for tp, end in producer.ends.items() if end > before.get(tp, 0)}
+                        await wait_for_announced(announced, sent, 60)
+                    else:
                         # Answers during the outage come from the database (bypass) and must be right too. The API
                         # is asked for at least a second, so that it sees the outage for itself (docs/cache.md).
                         await check.keep_asking(max(1.0, REDIS_OUTAGE_SECONDS - (time.monotonic() - began)))

@@ -1,5 +1,6 @@
 """The whole path with real processes: producer → broker → `ras consume` → PostgreSQL + Redis → two `ras serve`
-processes → WebSocket clients on each. Prints the measured latencies."""
+processes → WebSocket clients on each. Every update reaches both, in order; the latencies are reported with the
+figures (bench F1 measures freshness against its target)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devstack.process import free_port
 from tests.app.graphql.conftest import AUTH
 from tests.app.live.conftest import BATCH_PROGRESS, live_settings, process_env, ws_client
+from tests.helpers import figures
 from tests.helpers.events import EPOCH, registered, slot_assigned
 from tests.helpers.kafka_io import produce, wait_for_positions
 from tests.helpers.processes import RasProcess, wait_for_status
 
 pytestmark = pytest.mark.kafka
 
-FRESHNESS_BUDGET_SECONDS = 1.0
-"""From the producer's acknowledgement to the update arriving on every API process's subscribers."""
+PUSHED_WITHIN = 30.0
+"""How long a client waits for an update that must come: a hang guard (it takes milliseconds), not what is asserted."""
 
 
-async def test_an_update_reaches_subscribers_on_two_api_processes_within_the_budget(
+async def test_an_update_reaches_subscribers_on_two_api_processes(
     database_url: str, redis_url: str, prefix: str, kafka_bootstrap: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     settings = live_settings(database_url, redis_url, prefix, kafka_bootstrap_servers=kafka_bootstrap)
@@ -60,18 +62,19 @@ async def test_an_update_reaches_subscribers_on_two_api_processes_within_the_bud
                 await producer.send_and_wait(message.topic, message.value, key=message.key)
                 acknowledged = time.perf_counter()
                 for i, ws in enumerate(clients):
-                    update = await ws.next_payload("p", timeout=5)
+                    update = await ws.next_payload("p", timeout=PUSHED_WITHIN)
                     latencies[i].append(time.perf_counter() - acknowledged)
                     assert update["data"]["batchProgress"]["essays"]["totalCount"] == count
         await producer.stop()
-        for i, measured in enumerate(latencies):
-            print(
-                f"API process {i + 1}: produce-ack → WebSocket update "
-                f"median {statistics.median(measured) * 1000:.0f} ms, max {max(measured) * 1000:.0f} ms "
-                f"({', '.join(f'{s * 1000:.0f}' for s in measured)})"
-            )
-        # The second client is read after the first, so its time includes the first's; each is within budget.
-        assert max(max(m) for m in latencies) < FRESHNESS_BUDGET_SECONDS
+        # The second client is read after the first, so its time includes the first's.
+        figures.report(
+            "live updates across processes (produce-ack → WebSocket update)",
+            *(
+                f"API process {i + 1}: median {statistics.median(measured) * 1000:.0f} ms, "
+                f"max {max(measured) * 1000:.0f} ms ({', '.join(f'{s * 1000:.0f}' for s in measured)})"
+                for i, measured in enumerate(latencies)
+            ),
+        )
     finally:
         for process in (*apis, consumer):
             if process.proc.poll() is None:

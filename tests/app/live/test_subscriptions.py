@@ -20,9 +20,12 @@ from consumer.notify import Publisher
 from infra.settings import Settings
 from tests.app.graphql.conftest import API_KEY, AUTH, SERVICE_ID
 from tests.app.live.conftest import BATCH_PROGRESS, GraphQLWs, live_api, live_settings, ws_client
+from tests.helpers import figures
 from tests.helpers.events import EPOCH, project, registered, slot_assigned
 
 USER_BATCHES = "subscription Mine($user: String) { userBatches(userId: $user) { totalCount nodes { id } } }"
+# How long a test waits for a push that must come: a hang guard (a push takes milliseconds), never what is asserted.
+PUSHED_WITHIN = 30.0
 
 
 def _ids(n: int) -> list[str]:
@@ -60,11 +63,10 @@ async def test_a_committed_change_is_pushed_with_what_a_query_would_return(
         for i, essay in enumerate(essays, start=1):
             started = time.perf_counter()
             await _commit(engine, publisher, slot_assigned("gen2", batch, essay, EPOCH))
-            update = await ws.next_payload("1", timeout=2)
+            update = await ws.next_payload("1", timeout=PUSHED_WITHIN)
             latencies.append(time.perf_counter() - started)
             assert update["data"]["batchProgress"]["essays"]["totalCount"] == i
-        print(f"in-process push latency (commit → WebSocket): {[round(s * 1000, 1) for s in latencies]} ms")
-        assert max(latencies) < 1.0
+        figures.report("in-process push", commit_to_websocket_ms=[round(s * 1000, 1) for s in latencies])
 
 
 async def test_another_users_batch_stays_null_and_silent(
@@ -88,7 +90,9 @@ async def test_another_users_batch_stays_null_and_silent(
         await ws.subscribe("admin", BATCH_PROGRESS, {"id": theirs})
         assert (await ws.next_payload("admin"))["data"]["batchProgress"]["userId"] == "teacher-b"
         await _commit(engine, publisher, slot_assigned("gen2", theirs, essays[1], EPOCH))
-        assert (await ws.next_payload("admin", timeout=2))["data"]["batchProgress"]["essays"]["totalCount"] == 2
+        assert (await ws.next_payload("admin", timeout=PUSHED_WITHIN))["data"]["batchProgress"]["essays"][
+            "totalCount"
+        ] == 2
 
 
 async def test_a_batch_not_registered_yet_appears_when_it_registers(
@@ -101,8 +105,8 @@ async def test_a_batch_not_registered_yet_appears_when_it_registers(
         assert (await ws.next_payload("1"))["data"] == {"batchProgress": None}
         assert (await ws.next_payload("2"))["data"]["userBatches"]["totalCount"] == 0
         await _commit(engine, publisher, registered("gen2", batch, "teacher-a", _ids(1), EPOCH))
-        assert (await ws.next_payload("1", timeout=2))["data"]["batchProgress"]["id"] == batch
-        assert (await ws.next_payload("2", timeout=2))["data"]["userBatches"]["nodes"] == [{"id": batch}]
+        assert (await ws.next_payload("1", timeout=PUSHED_WITHIN))["data"]["batchProgress"]["id"] == batch
+        assert (await ws.next_payload("2", timeout=PUSHED_WITHIN))["data"]["userBatches"]["nodes"] == [{"id": batch}]
 
 
 async def _close_code(url: str, payload: dict[str, str], headers: dict[str, str] | None = None) -> tuple[int, str]:
