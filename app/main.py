@@ -21,7 +21,9 @@ from app.graphql.schema import build_schema
 from app.health import Health
 from app.limits import ApiLimits, limits_from
 from app.live import EventHub
+from app.reads.consistency import Consistency
 from app.rest import routes as rest
+from app.side_pool import SidePool
 from db.engine import create_engine
 from infra.failures import database, reaching
 from infra.http_server import listen
@@ -65,6 +67,13 @@ def create_app(
     """
     limits = limits or limits_from(settings)
     holder = _EngineHolder(engine)
+    # Readiness probes and read-your-writes position reads each get a connection of their own, never one a request
+    # needs (app/side_pool.py).
+    probe_pool, positions_pool = SidePool(holder, 1), SidePool(holder, 1)
+    health = Health(settings, probe_pool, redis=cache is not None)
+    consistency = Consistency(
+        events, positions_pool, settings.consistency_max_wait_ms, settings.consistency_max_waiters
+    )
     metrics.OPERATIONS.allow(graphiql.example_operation_names())
     if limits.graphiql:
         graphiql.assets()  # a missing or altered GraphiQL file stops start-up, not a developer's page load
@@ -83,12 +92,14 @@ def create_app(
                 await events.aclose()  # ends every subscription's stream, so connections can close
             if cache is not None:
                 await cache.aclose()
+            await health.aclose()
+            await probe_pool.dispose()
+            await positions_pool.dispose()
             if engine is None and holder.engine is not None:
                 await holder.engine.dispose()
                 holder.engine = None
 
-    health = Health(settings, holder, cache.ping if cache is not None else None)
-    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events)
+    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events, consistency)
     routes = [
         Route(GRAPHQL_PATH, graphql),
         WebSocketRoute(GRAPHQL_PATH, graphql),

@@ -166,6 +166,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest read-your-writes wait a request may ask for (@consistent, Projection.waitFor).",
     )
+    consistency_max_waiters: int = Field(
+        default=100,
+        ge=1,
+        description="Most read-your-writes waits pending at once in one API process; one more is refused with "
+        "LIMIT_EXCEEDED at once. A wait holds no database connection, but each is a task and a share of the "
+        "positions reads.",
+    )
     startup_timeout_seconds: float = Field(
         default=120.0, gt=0, description="How long a process waits for its dependencies at start before giving up."
     )

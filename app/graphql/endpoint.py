@@ -77,6 +77,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         engine: Callable[[], AsyncEngine],
         cache: QueryCache | None = None,
         events: EventHub | None = None,
+        consistency: Consistency | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -91,7 +92,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self._cache = cache
         self._events = events
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
-        self.consistency = Consistency(events, engine, settings.consistency_max_wait_ms)
+        self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
         # Hits skip validation, so entries of another schema or other limits must never match (None: no cache).
         self._cache_version = ck.digest(["graphql", str(schema), repr(limits)]) if cache is not None else None
 

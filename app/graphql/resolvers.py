@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import strawberry
 
 from app.auth import Caller
-from app.errors import Forbidden
+from app.errors import ApiError, Forbidden
 from app.graphql.connections import BatchList, EssayList, Info
 from app.graphql.cursors import parse_batch_cursor, parse_essay_cursor
 from app.graphql.enums import (
@@ -239,7 +239,7 @@ def partitions(root: PositionsView) -> list[PositionRow]:
     return root.positions
 
 
-async def wait_for(
+def wait_for(
     root: PositionsView,
     info: Info,
     topic: Annotated[str, strawberry.argument(description="The topic the awaited record was produced to.")],
@@ -250,7 +250,8 @@ async def wait_for(
         strawberry.argument(description="How long to wait: default 5000, at most RAS_CONSISTENCY_MAX_WAIT_MS."),
     ] = None,
 ) -> bool:
-    consistency = info.context.consistency
-    if consistency is None:
-        return False
-    return await consistency.reached(topic, partition, offset, timeout_ms)
+    # Waited for before execution, with no connection held (ConsistencyGate, app/graphql/consistency.py).
+    outcome = info.context.waited[(topic, partition, offset, timeout_ms)]
+    if isinstance(outcome, ApiError):
+        raise outcome
+    return outcome

@@ -330,8 +330,9 @@ class Projection:
     wait_for: bool = strawberry.field(
         resolver=resolvers.wait_for,
         description="Read-your-writes probe: waits until the record at `offset` of `topic`/`partition` is applied "
-        "(the stored position is past it) and returns true, or false once `timeoutMs` passed. Other fields of the "
-        "same request may have been read before; to read only after the record, use @consistent on the query.",
+        "(the stored position is past it) and returns true, or false once `timeoutMs` passed. The wait happens "
+        "before any field of the request is read; to fail the whole query when the record is not applied in time, "
+        "use @consistent instead.",
     )
 
 

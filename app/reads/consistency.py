@@ -12,12 +12,18 @@ Two ways to ask, both bounded by RAS_CONSISTENCY_MAX_WAIT_MS:
   any resolver runs; the request's snapshot opens at its first read). If the position is not reached in time,
   nothing is read and the answer is a CONSISTENCY_TIMEOUT error: never an answer older than the awaited event.
 * `projection { waitFor(topic: …, partition: …, offset: …, timeoutMs: …) }` — true when the position was reached
-  in time, false otherwise; a probe, for callers that then query (or poll a REST route) themselves. The other fields
-  of *that* request may have been read before the wait ended.
+  in time, false otherwise; a probe, for callers that then query (or poll a REST route) themselves. Its waits run
+  before execution too (the gate collects every `waitFor` of the operation), so the request's snapshot opens after
+  them and its other fields are read after them.
 
-The wait itself (app/live.py) reads the positions table once, then sleeps until the consumer's position message
-for the partition arrives (Redis pub/sub, published after each commit) or the timeout passes, with one last read at
-the deadline in case a message was lost. There is no polling loop against the database.
+Waiting holds no database connection: a wait that held the request's snapshot (as `waitFor` used to, being a field
+resolved after `projection` had read) while reading positions from the same pool let 21 concurrent waits take all
+20 request connections, stalling every client. The wait itself (app/live.py) reads the positions table once, then
+sleeps until the consumer's position message for the partition arrives (Redis pub/sub, published after each commit)
+or the timeout passes, with one last read at the deadline in case a message was lost; those reads go through a small
+pool of their own (app/side_pool.py), shared by the waits that read at the same moment (app/reads/positions.py).
+There is no polling loop against the database. At most RAS_CONSISTENCY_MAX_WAITERS waits are pending in a process;
+one more is refused with LIMIT_EXCEEDED at once.
 
 An event id cannot be awaited: the consumer does not record event ids (duplicates are recognised by content, and
 the outbox relay renews ids on every re-send), so there is nothing to look an id up in.
@@ -26,24 +32,38 @@ the outbox relay renews ids on every re-send), so there is nothing to look an id
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import BadUserInput, LimitExceeded
+from app.errors import ApiError, BadUserInput, LimitExceeded
 from app.live import EventHub
-from db.positions import load_positions
+from app.reads.positions import PositionReads
 
 DEFAULT_TIMEOUT_MS = 5_000
 
+WAITING = Gauge("ras_consistency_waits", "Read-your-writes waits pending in this API process.")
 
-@dataclass(frozen=True)
+WaitKey = tuple[str, int, int, int | None]
+"""A wait's arguments as the caller gave them: topic, partition, offset, timeoutMs (None: the default)."""
+Waited = dict[WaitKey, bool | ApiError]
+"""What each `Projection.waitFor` of an operation found, waited for before execution: reached or not, or why the
+wait was refused."""
+
+
 class Consistency:
-    """Waits for stored positions. Without a hub (live updates disabled) it can only look once."""
+    """Waits for stored positions, at most `max_waiters` at a time in this process. Without a hub (live updates
+    disabled) it can only look once. `positions` is the small pool the positions are read through
+    (app/side_pool.py), not the request pool."""
 
-    hub: EventHub | None
-    engine: Callable[[], AsyncEngine]
-    max_wait_ms: int
+    def __init__(
+        self, hub: EventHub | None, positions: Callable[[], AsyncEngine], max_wait_ms: int, max_waiters: int
+    ) -> None:
+        self.hub = hub
+        self.max_wait_ms = max_wait_ms
+        self.max_waiters = max_waiters
+        self._reads = PositionReads(positions)
+        self.pending = 0
 
     def timeout_seconds(self, timeout_ms: int | None) -> float:
         ms = DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
@@ -57,17 +77,30 @@ class Consistency:
         return min(ms, self.max_wait_ms) / 1000
 
     async def reached(self, topic: str, partition: int, offset: int, timeout_ms: int | None) -> bool:
-        """Whether the record at `offset` of `topic`/`partition` is applied, waiting up to `timeout_ms`."""
+        """Whether the record at `offset` of `topic`/`partition` is applied, waiting up to `timeout_ms`.
+
+        Call it before the request's snapshot opens: it holds no request connection, and the caller's reads must
+        come after it. A wait beyond the process's `max_waiters` is refused (LIMIT_EXCEEDED) rather than queued."""
         if offset < 0 or partition < 0:
             raise BadUserInput("partition and offset must not be negative.")
         timeout = self.timeout_seconds(timeout_ms)
-
-        async def stored() -> int | None:
-            # Its own short connection, outside the request's snapshot: that must open only after the wait.
-            async with self.engine().connect() as conn:
-                return (await load_positions(conn, [(topic, partition)])).get((topic, partition))
-
-        if self.hub is None:
-            position = await stored()
-            return position is not None and position > offset
-        return await self.hub.wait_for_position((topic, partition), offset + 1, timeout, stored)
+        key = (topic, partition)
+        known = self.hub.known_position(key) if self.hub is not None else None
+        if known is not None and known > offset:
+            return True  # already known applied: no wait, no read
+        if self.pending >= self.max_waiters:
+            raise LimitExceeded(
+                f"This server already has {self.max_waiters} read-your-writes waits pending, its limit "
+                "(RAS_CONSISTENCY_MAX_WAITERS); retry shortly.",
+                limit=self.max_waiters,
+            )
+        self.pending += 1
+        WAITING.inc()
+        try:
+            if self.hub is None:
+                position = await self._reads.position(key)
+                return position is not None and position > offset
+            return await self.hub.wait_for_position(key, offset + 1, timeout, lambda: self._reads.position(key))
+        finally:
+            self.pending -= 1
+            WAITING.dec()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import Caller
 from app.limits import ApiLimits
-from app.reads.consistency import Consistency
+from app.reads.consistency import Consistency, Waited
 from app.reads.loaders import Loaders, ReadTags
 from app.reads.session import ReadSession
 from infra.breaker import CircuitBreaker
@@ -44,6 +44,8 @@ class RequestContext:
     loaders: Loaders
     # Read-your-writes waits (@consistent, Projection.waitFor); None where the app offers none.
     consistency: Consistency | None = None
+    # What each Projection.waitFor found, filled before execution (app/graphql/consistency.py).
+    waited: Waited = field(default_factory=dict)
 
     @property
     def read_batches(self) -> set[str]:

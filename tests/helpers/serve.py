@@ -1,10 +1,14 @@
-"""A real `ras serve` for a test: the command as deployed, on a free port of 127.0.0.1."""
+"""A real `ras serve` for a test (the command as deployed, on a free port of 127.0.0.1), and reading its /metrics."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import RasProcess, free_port, wait_for_status
 
@@ -32,3 +36,23 @@ async def ras_serve(database_url: str, log: Path, *, key: str, service: str, **v
         yield base_url
     finally:
         process.kill()
+
+
+async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    """The value of one sample of the server's /metrics (0 when it has none yet)."""
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+    """Poll `condition` until it holds (`timeout`: only a hang guard, naming `what` was awaited)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"still not true after {timeout} s: {what}") from None

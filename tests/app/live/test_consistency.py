@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cache import QueryCache
@@ -118,9 +118,14 @@ async def test_waits_are_bounded_and_do_not_poll_the_database(
         meta = await _send(producer, registered("gen2", batch, "teacher-ryw", [str(uuid.uuid4())], EPOCH))
         assert (await _post(client, WAIT_FOR, _at(meta)))["data"]["projection"]["waitFor"] is True
 
+        # Every engine of the process (the waits read through a small pool of the app's own, app/side_pool.py), and
+        # the request engine on its own: it reads the `projection` field after the wait, never a position for it.
         statements: list[str] = []
         listener = lambda *args: statements.append(str(args[2]))  # noqa: E731
-        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        on_requests: list[str] = []
+        request_listener = lambda *args: on_requests.append(str(args[2]))  # noqa: E731
+        event.listen(Engine, "before_cursor_execute", listener)
+        event.listen(engine.sync_engine, "before_cursor_execute", request_listener)
         try:
             # An offset the stream never reaches: the answer comes at the wait's timeout (400 ms), never before
             # it; that it comes at all is the bound (the guard only keeps a broken wait from hanging the suite).
@@ -132,13 +137,15 @@ async def test_waits_are_bounded_and_do_not_poll_the_database(
             assert body["data"]["projection"]["waitFor"] is False and waited >= 0.4
             position_reads = [s for s in statements if "consumer_positions" in s and "unnest" in s]
             assert len(position_reads) == 2  # one look at the start, one at the deadline: no polling in between
+            assert on_requests and not [s for s in on_requests if "unnest" in s]
 
             started = time.perf_counter()
             async with asyncio.timeout(GUARD_SECONDS):
                 refused = await _post(client, CONSISTENT, {"batch": batch, **future})
             assert time.perf_counter() - started >= 0.4
         finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+            event.remove(Engine, "before_cursor_execute", listener)
+            event.remove(engine.sync_engine, "before_cursor_execute", request_listener)
         assert refused["data"] is None
         error = refused["errors"][0]
         assert error["extensions"]["code"] == "CONSISTENCY_TIMEOUT" and "nothing was read" in error["message"]
