@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.app.graphql.conftest import API_KEY, AUTH, SERVICE_ID, api_for, settings_for
-from tests.helpers.processes import RasProcess, free_port, wait_for_status
+from tests.helpers.serve import ras_serve
 
 # (query, variables, what the development message suggests)
 GUESSES: list[tuple[str, dict[str, Any], str]] = [
@@ -36,24 +36,12 @@ GUESSES: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.fixture
 async def production_server(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    env = {
-        "RAS_DATABASE_URL": database_url,
-        "RAS_ENVIRONMENT": "production",
-        "RAS_INTERNAL_API_KEY": API_KEY,
-        "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
-        "RAS_CACHE_ENABLED": "false",
-        "RAS_LIVE_UPDATES_ENABLED": "false",
-        "RAS_HOST": "127.0.0.1",
-        "RAS_PORT": str(port),
-    }
-    process = RasProcess("serve", env, tmp_path / "serve.log")
-    try:
-        await wait_for_status(f"http://127.0.0.1:{port}/healthz", 200)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        process.kill()
+    log = tmp_path / "serve.log"
+    async with (
+        ras_serve(database_url, log, key=API_KEY, service=SERVICE_ID, RAS_ENVIRONMENT="production") as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        yield client
 
 
 def _messages(response: httpx.Response) -> list[str]:
