@@ -19,9 +19,11 @@ from app.cache import QueryCache
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
 from app.health import Health
+from app.http_guards import guarded_protocol
 from app.limits import ApiLimits, limits_from
 from app.live import EventHub
 from app.reads.consistency import Consistency
+from app.reads.context import correlation_id
 from app.rest import routes as rest
 from app.side_pool import SidePool
 from db.engine import create_engine
@@ -139,6 +141,21 @@ async def _database_answers(settings: Settings) -> None:
     await engine.dispose()
 
 
+def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    """uvicorn's options for `app` as `ras serve` runs it: the connection guards of app/http_guards.py (head and
+    body deadlines, connections per address), logging through the process's own (`log_config=None`: no handlers of
+    uvicorn's, so its lines are JSON like every other) and the graceful shutdown's bound."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=guarded_protocol(settings, correlation_id),
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+
+
 def serve(settings: Settings) -> None:
     """Run the API until SIGTERM/SIGINT (what `ras serve` does); uvicorn then stops accepting connections and
     lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS.
@@ -151,14 +168,7 @@ def serve(settings: Settings) -> None:
     try:
         cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
         events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
-        config = uvicorn.Config(
-            create_app(settings, cache=cache, events=events),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        )
+        config = server_config(settings, create_app(settings, cache=cache, events=events))
         server = uvicorn.Server(config)
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             with reaching(database(settings.database_url)):

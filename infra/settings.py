@@ -128,6 +128,25 @@ class Settings(BaseSettings):
         "page of essays each (100,100) plus a second essay list; thirty aliased copies of it do not.",
     )
     max_request_bytes: int = Field(default=65_536, ge=1_024, description="Largest HTTP request body accepted.")
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a client has to send a request's line and headers, from the connection opening (or, "
+        "on a kept-alive connection, from the request's first byte); past it the connection is closed.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a client has to send a request's whole body once its headers are in; past it the "
+        "request is answered 408 (LIMIT_EXCEEDED) and the connection closed.",
+    )
+    http_max_connections_per_ip: int = Field(
+        default=256,
+        ge=0,
+        description="Most connections one client address may hold open at once; a further one is closed as soon as "
+        "it is accepted. 0: no cap. Behind a proxy every connection comes from the proxy: set it above the "
+        "connections the proxy opens to one instance.",
+    )
     cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
     cache_prefix: str = Field(
         default="ras", description="Prefix of every Redis key, so several deployments can share one Redis."
