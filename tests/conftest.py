@@ -101,7 +101,8 @@ async def kafka_bootstrap() -> AsyncIterator[str]:
         await servers.recreate_topics(configured, ALL_TOPICS, partitions=4)
         yield configured
         return
-    from devstack.kafka import KafkaProcess, create_topics
+    from devstack.kafka import KafkaProcess
+    from devstack.topics import create_topics
 
     server = KafkaProcess()
     await asyncio.to_thread(server.start)

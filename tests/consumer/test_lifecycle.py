@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.pure.topics import ALL_TOPICS
 from devstack.demo import batch_life
-from devstack.kafka import KafkaProcess, create_topics
+from devstack.kafka import KafkaProcess
 from devstack.postgres import PostgresProcess
+from devstack.topics import create_topics
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.kafka_io import produce, wait_for_positions
 from tests.helpers.processes import RasProcess, free_port, get_status, wait_for_status

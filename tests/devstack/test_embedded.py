@@ -17,10 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from devstack.kafka import KafkaProcess, create_topics, kafka_ready
+from devstack.kafka import KafkaProcess, kafka_ready
 from devstack.postgres import PostgresProcess
 from devstack.process import EmbeddedServerError, reap_orphans
 from devstack.redis import RedisProcess
+from devstack.topics import create_topics
 
 
 def _port_open(port: int) -> bool:

@@ -35,8 +35,9 @@ from app.live import EventHub
 from app.main import create_app
 from consumer.pure.topics import ALL_TOPICS, BATCH_ESSAYS_REGISTERED
 from devstack.demo import EPOCH, Message, batch_life, with_resends
-from devstack.kafka import KafkaProcess, create_topics
+from devstack.kafka import KafkaProcess
 from devstack.redis import RedisProcess
+from devstack.topics import create_topics
 from infra.settings import Settings
 from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.kafka_io import Offsets, stored_positions

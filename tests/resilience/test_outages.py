@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.pure.topics import ALL_TOPICS
 from devstack.demo import Message
-from devstack.kafka import create_topics, kafka_ready
+from devstack.kafka import kafka_ready
 from devstack.postgres import PostgresProcess
 from devstack.redis import RedisProcess
+from devstack.topics import create_topics
 from tests.helpers import figures, servers
 from tests.helpers.kafka_io import produce, stored_positions
 from tests.helpers.processes import get_status, wait_for_status
