@@ -42,11 +42,12 @@ class ScopeHeaders(Mapping[str, str]):
         return self._values.get(name.lower(), default)
 
 
-async def send_json(send: Send, body: bytes, correlation: str) -> None:
-    """A 200 JSON answer with the headers Starlette's `Response` would send, without building one (cache hits)."""
+async def send_json(send: Send, body: bytes, correlation: str, media: str) -> None:
+    """A 200 answer of JSON under the response media type `media` (app/graphql/media.py), with the headers
+    Starlette's `Response` would send, without building one (cache hits)."""
     headers = [
         (b"content-length", str(len(body)).encode()),
-        (b"content-type", b"application/json"),
+        (b"content-type", media.encode()),
         (b"x-correlation-id", correlation.encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -5,11 +5,18 @@ every other request is authenticated first and refused with 401 and a GraphQL-sh
 request gets a fresh `RequestContext`, Strawberry parses and runs it, and the context's database snapshot is closed
 when the response is built. Every response carries `X-Correlation-ID`.
 
+Each request's operation is read by app/graphql/operation.py (through keys.py, which memoizes it with the cache
+key): a malformed request, or a query text above the length or token limit, is refused there, before any GraphQL
+parsing; Strawberry is handed that operation rather than reading the body again. Responses are
+`application/json` or, when the Accept header asks for it, `application/graphql-response+json` with the status
+codes GraphQL over HTTP sets for it (media.py).
+
 With a result cache, a single operation (POST JSON or GET) is looked up by its key before Strawberry sees it: a
 hit is answered with the stored bytes and `extensions.cache` spliced in, without parsing, validating or executing
-anything. A miss runs the normal path inside `QueryCache.fetch`, with a context created there, so its database
-snapshot opens after the cache's own snapshot (app/cache.py explains why that ordering matters). Only error-free
-results whose reads are all covered by tags are stored.
+anything (both media types share the stored bytes: only the Content-Type header differs). A miss runs the normal
+path inside `QueryCache.fetch`, with a context created there, so its database snapshot opens after the cache's own
+snapshot (app/cache.py explains why that ordering matters). Only error-free results whose reads are all covered by
+tags are stored.
 
 WebSocket connections (graphql-transport-ws only) carry subscriptions (app/graphql/subscriptions.py): the
 credentials come in the `connection_init` payload or on the upgrade request, and a refused connection is closed
@@ -17,7 +24,8 @@ with 4401 (missing) or 4403 (wrong); without a live-update hub the handshake its
 
 This module is the composition; its parts are modules of their own: the raw ASGI of the hit path (asgi.py), the
 request body's cap and memo (body.py), the cache key (keys.py), the splice of `extensions.cache` into stored bytes
-(splice.py), the refusals before execution (refusals.py) and the WebSocket adapter (websocket.py).
+(splice.py), the refusals before execution (refusals.py), the operation's reading (operation.py), the response media
+type (media.py) and the WebSocket adapter (websocket.py).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any, cast
 
 import orjson
 import structlog
-from cross_web import HTTPException
+from cross_web import HTTPException, StarletteRequestAdapter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -37,7 +45,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
@@ -48,8 +56,10 @@ from app.cache import Executed, QueryCache, with_cache_extension
 from app.errors import INTERNAL
 from app.graphql.asgi import ScopeHeaders, send_json
 from app.graphql.body import BodyTooLarge, RequestBody, capped
-from app.graphql.keys import request_key
-from app.graphql.refusals import http_error, too_large, unauthenticated
+from app.graphql.keys import RequestKeys
+from app.graphql.media import GRAPHQL_RESPONSE, MediaType, negotiated, request_error_status
+from app.graphql.operation import Operation
+from app.graphql.refusals import http_error, refused, too_large, unauthenticated
 from app.graphql.splice import spliced
 from app.graphql.subscriptions import LiveContext, Rejection, authenticate_connection
 from app.graphql.websocket import TransportWSHandler, WebSocketAdapter
@@ -65,7 +75,16 @@ from infra.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+class _RequestAdapter(StarletteRequestAdapter):
+    """Strawberry's view of a request, keeping the request itself: `parse_http_body` takes the operation from it."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request)
+        self.request = request
+
+
 class GraphQLEndpoint(GraphQL[RequestContext, None]):
+    request_adapter_class = _RequestAdapter
     websocket_adapter_class = WebSocketAdapter
     graphql_transport_ws_handler_class = TransportWSHandler
 
@@ -77,7 +96,6 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         engine: Callable[[], AsyncEngine],
         cache: QueryCache | None = None,
         events: EventHub | None = None,
-        consistency: Consistency | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -92,9 +110,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self._cache = cache
         self._events = events
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
-        self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
+        self.consistency = Consistency(events, engine, settings.consistency_max_wait_ms)
         # Hits skip validation, so entries of another schema or other limits must never match (None: no cache).
-        self._cache_version = ck.digest(["graphql", str(schema), repr(limits)]) if cache is not None else None
+        self._keys = RequestKeys(
+            ck.digest(["graphql", str(schema), repr(limits)]) if cache is not None else None, limits
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -109,13 +129,14 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         request = Request(scope, body.receive)
         headers = ScopeHeaders(scope)
         correlation = correlation_id(headers)
+        media = negotiated(headers.get("accept", ""))
         try:
             try:
-                response = await self._respond(request, body, headers, correlation)
+                response = await self._respond(request, body, headers, correlation, media)
             except BodyTooLarge:
-                response = too_large(self.limits.max_request_bytes, correlation)
+                response = too_large(self.limits.max_request_bytes, correlation, media)
             if isinstance(response, bytes):
-                await send_json(send, response, correlation)
+                await send_json(send, response, correlation, media)
                 return
             response.headers[CORRELATION_HEADER] = correlation
             await response(scope, receive, send)
@@ -123,52 +144,74 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             log.debug("client disconnected", path=scope["path"], method=scope["method"], correlation_id=correlation)
 
     async def _respond(
-        self, request: Request, body: RequestBody, headers: ScopeHeaders, correlation: str
+        self, request: Request, body: RequestBody, headers: ScopeHeaders, correlation: str, media: MediaType
     ) -> Response | bytes:
-        """The response, or the body of a 200 JSON answer that holds a cacheable result (sent without a Response)."""
+        """The response, or the body of a 200 answer that holds a cacheable result (sent without a Response)."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
-            return too_large(self.limits.max_request_bytes, correlation)
+            return too_large(self.limits.max_request_bytes, correlation, media)
         if request.method == "GET" and self.should_render_graphql_ide(self.request_adapter_class(request)):
             if not self.limits.graphiql:
                 return http_error("GraphiQL is disabled on this server (RAS_GRAPHIQL_ENABLED).", 404, correlation)
             return await self.render_graphql_ide(request)
         caller = authenticate(request.scope["headers"], self.settings)
         if isinstance(caller, AuthError):
-            return unauthenticated(caller, correlation)
-        keyed = await request_key(request, body, headers, caller.user_id, self._cache_version)
+            return unauthenticated(caller, correlation, media)
+        if request.method not in ("GET", "POST"):
+            return http_error("GraphQL only supports GET and POST requests.", 405, correlation, media)
+        prepared = await self._keys.prepare(request, body, headers, caller.user_id)
         started = time.perf_counter()
-        if keyed.key is None or self._cache is None:
-            response: Response | bytes = await self._execute(request, caller, correlation)
+        if prepared.refusal is not None or prepared.operation is None:
+            assert prepared.refusal is not None, "an operation that could not be read is refused"
+            response: Response | bytes = refused(prepared.refusal, correlation, media)
+        elif prepared.key is None or self._cache is None:
+            response = await self._execute(request, caller, correlation, prepared.operation, media)
         else:
-            response = await self._cached(self._cache, keyed.key, request, caller, correlation)
+            response = await self._cached(
+                self._cache, prepared.key, request, caller, correlation, prepared.operation, media
+            )
         status_code = 200 if isinstance(response, bytes) else response.status_code
-        record_request("graphql", keyed.operation, status_code, time.perf_counter() - started)
+        record_request("graphql", prepared.label, status_code, time.perf_counter() - started)
         return response
 
-    async def _execute(self, request: Request, caller: Caller, correlation: str) -> Response:
-        request.state.correlation_id = correlation  # for `process_result`
+    async def _execute(
+        self, request: Request, caller: Caller, correlation: str, operation: Operation, media: MediaType
+    ) -> Response:
+        state = request.state
+        state.correlation_id = correlation  # for `process_result`
+        state.operation = operation  # for `parse_http_body`
+        state.media = media
         context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
         try:
             response = await self.run(request, context=context)
         except HTTPException as exc:
-            return http_error(exc.reason, exc.status_code, correlation)
+            return http_error(exc.reason, exc.status_code, correlation, media)
         finally:
             await context.close()
-        request.state.tags = context.tags
+        state.tags = context.tags
+        if media == GRAPHQL_RESPONSE:
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+            response.status_code = getattr(state, "request_error_status", response.status_code)
         if context.session.unavailable and response.status_code == 200:
             response.status_code = 503
             response.headers["Retry-After"] = "2"
         return response
 
     async def _cached(
-        self, cache: QueryCache, key: str, request: Request, caller: Caller, correlation: str
+        self,
+        cache: QueryCache,
+        key: str,
+        request: Request,
+        caller: Caller,
+        correlation: str,
+        operation: Operation,
+        media: MediaType,
     ) -> Response | bytes:
         own: Response | None = None
 
         async def execute() -> Executed:
             nonlocal own
-            own = await self._execute(request, caller, correlation)
+            own = await self._execute(request, caller, correlation, operation, media)
             if own.status_code != 200:
                 # Refused by Strawberry at the HTTP level (a PUT, an unknown operationName): nothing executed, so
                 # `_execute` recorded no tags, and an error is never stored anyway.
@@ -186,7 +229,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         assert own is not None, "only an execution here yields a body that may not be stored"
         if own.status_code != 200:
             return own
-        return Response(with_cache_extension(bytes(own.body), served), media_type="application/json")
+        return Response(with_cache_extension(bytes(own.body), served), media_type=media)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> RequestContext:
         """The context of a WebSocket connection (HTTP requests get theirs in `_execute`): not authenticated until
@@ -218,6 +261,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.page_response(request, self.settings)
 
+    async def parse_http_body(self, request_adapter: Any) -> GraphQLRequestData:
+        """The operation `_execute` was given (read and checked by app/graphql/operation.py), not the body again."""
+        assert isinstance(request_adapter, _RequestAdapter)
+        operation: Operation = request_adapter.request.state.operation
+        return GraphQLRequestData(operation.query, operation.variables, operation.name, operation.extensions)
+
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response = process_result(result)
         # ErrorShaping has coded every error of an operation; an error without a code escaped it (say, from
@@ -230,6 +279,13 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
                 error["message"] = f"Internal error. It was logged with correlation id {correlation}."
                 extensions.update(code=INTERNAL, correlationId=correlation)
             GRAPHQL_ERRORS.labels(str(extensions["code"])).inc()
+        # Nothing executed when no error is a field's: under application/graphql-response+json that is GraphQL over
+        # HTTP's request error, a 4xx or 5xx without `data`.
+        executed = result.data is not None or any(error.path for error in result.errors or ())
+        if request.state.media == GRAPHQL_RESPONSE and not executed and result.errors:
+            first = cast(list[dict[str, Any]], response["errors"])[0]
+            request.state.request_error_status = request_error_status(str(first["extensions"]["code"]))
+            del response["data"]
         return response
 
     def encode_json(self, data: object) -> bytes:

@@ -1,90 +1,80 @@
-"""A GraphQL request's cache key: its single operation, read the way Strawberry will read it (a POSTed JSON body or
-a GET's query parameters), with the caller's scope and the endpoint's version. A request that is not one plain
-operation (batched, malformed) has no key: it skips the cache and gets Strawberry's own errors."""
+"""A GraphQL request prepared for the cache: its single operation read and checked the way app/graphql/operation.py
+does (a `Refusal` for a malformed request or a text over the limits, before any GraphQL parsing), its cache key under
+the caller's scope and the endpoint's version, and its metrics label. Without a cache there is no key, but the
+operation is read and checked all the same: Strawberry is handed this very operation (endpoint.py)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from starlette.requests import Request
 
 from app.cache import graphql_cache_key
+from app.graphql import operation as op
 from app.graphql.body import RequestBody
+from app.limits import ApiLimits
+
+ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
-class Keyed:
-    """A request's cache key (None: not cacheable, or no cache) and its operation name as the metrics label it."""
+class Prepared:
+    """The request's operation (None when it could not be read), why it is refused (None: it is not), its cache key
+    (None: not cached, or no cache) and its operation name as the metrics label it."""
 
+    operation: op.Operation | None
+    refusal: op.Refusal | None
     key: str | None
-    operation: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Operation:
-    query: str
-    name: str | None
-    variables: dict[str, Any] | None
+    label: str
 
 
 # Gateways send the same few bodies over and over; parsing one and computing its key was a third of a cache hit's
 # own time (bench R1). Bounded like `app.cache._normalized`: at most 256 bodies of at most 20,000 bytes.
 _KEYED_MAX_BYTES = 20_000
+_MEMO_SIZE = 256
 
 
-async def request_key(
-    request: Request, body: RequestBody, headers: Mapping[str, str], user_id: str | None, version: str | None
-) -> Keyed:
-    """The request's key under `version` (the endpoint's schema and limits; None when there is no cache, and then
-    the key is None too and only the operation name is read)."""
-    if request.method == "POST" and headers.get("content-type", "").split(";")[0].strip() == "application/json":
+class RequestKeys:
+    """Prepares the endpoint's requests under `version` (its schema and limits; None when there is no cache)."""
+
+    def __init__(self, version: str | None, limits: ApiLimits) -> None:
+        self._version = version
+        self._max_length = limits.max_query_length
+        self._max_tokens = limits.max_tokens
+        self._posted = functools.lru_cache(maxsize=_MEMO_SIZE)(self._prepare_posted)
+        self._text_refusal = functools.lru_cache(maxsize=_MEMO_SIZE)(self._check_text)
+
+    async def prepare(
+        self, request: Request, body: RequestBody, headers: Mapping[str, str], user_id: str | None
+    ) -> Prepared:
+        """A GET's or a POST's request (other methods are refused before)."""
+        if request.method != "POST":
+            return self._prepared(op.got(request.query_params), user_id)
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return Prepared(None, op.UNSUPPORTED_CONTENT_TYPE, None, ANONYMOUS)
         posted = await body.read()
-        if version is not None and len(posted) <= _KEYED_MAX_BYTES:
-            return _keyed_post(posted, user_id, version)
-        return _keyed(_posted(posted), user_id, version)
-    operation = _got(request) if request.method == "GET" else None
-    return _keyed(operation, user_id, version)
+        if len(posted) <= _KEYED_MAX_BYTES:
+            return self._posted(posted, user_id)
+        return self._prepare_posted(posted, user_id)
 
+    def _prepare_posted(self, body: bytes, user_id: str | None) -> Prepared:
+        return self._prepared(op.posted(body), user_id)
 
-@functools.lru_cache(maxsize=256)
-def _keyed_post(body: bytes, user_id: str | None, version: str) -> Keyed:
-    return _keyed(_posted(body), user_id, version)
+    def _prepared(self, read: op.Operation | op.Refusal, user_id: str | None) -> Prepared:
+        if isinstance(read, op.Refusal):
+            return Prepared(None, read, None, ANONYMOUS)
+        label = read.name or ANONYMOUS
+        query = read.query
+        # The limits before the key: the key parses the text, and only a text within them is worth parsing.
+        refusal = self._text_refusal(query) if len(query) <= self._max_length else self._check_text(query)
+        if refusal is not None:
+            return Prepared(read, refusal, None, label)
+        if self._version is None:
+            return Prepared(read, None, None, label)
+        key = graphql_cache_key(query, read.name, read.variables, user_id, self._version)
+        return Prepared(read, None, key, label)
 
-
-def _keyed(operation: _Operation | None, user_id: str | None, version: str | None) -> Keyed:
-    name = (operation.name if operation else None) or "anonymous"
-    if operation is None or version is None:
-        return Keyed(None, name)
-    return Keyed(graphql_cache_key(operation.query, operation.name, operation.variables, user_id, version), name)
-
-
-def _posted(body: bytes) -> _Operation | None:
-    """The single operation a POSTed JSON body carries; None when that is not plain (see the module's doc)."""
-    try:
-        return _single(orjson.loads(body))
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _got(request: Request) -> _Operation | None:
-    """The single operation of a GET's query parameters, as `_posted`."""
-    params = request.query_params
-    raw_variables = params.get("variables")
-    try:
-        variables = orjson.loads(raw_variables) if raw_variables else None
-    except orjson.JSONDecodeError:
-        return None
-    return _single({"query": params.get("query"), "operationName": params.get("operationName"), "variables": variables})
-
-
-def _single(data: object) -> _Operation | None:
-    if not isinstance(data, dict):
-        return None
-    query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
-    if not isinstance(query, str) or not isinstance(name, str | None) or not isinstance(variables, dict | None):
-        return None
-    return _Operation(query, name, variables)
+    def _check_text(self, query: str) -> op.Refusal | None:
+        return op.text_refusal(query, self._max_length, self._max_tokens)

@@ -123,8 +123,9 @@ class IntrospectionDisabled(ValidationRule):
             self.report_error(GraphQLError(message, node, extensions={"code": FORBIDDEN}))
 
 
-def _lexical_tokens(query: str, stop_after: int) -> int:
-    """Tokens in `query` (comments not counted), counting no further than `stop_after` + 1."""
+def lexical_tokens(query: str, stop_after: int) -> int:
+    """Tokens in `query` (comments not counted), counting no further than `stop_after` + 1; a syntax error ends the
+    count (the parser reports it)."""
     lexer = Lexer(Source(query))
     count = 0
     try:
@@ -160,7 +161,7 @@ class ParseLimits(SchemaExtension):
             if len(query) > self.limits.max_query_length:
                 error.message = f"Query is {len(query)} characters long; the limit is {self.limits.max_query_length}."
                 error.extensions = {"code": LIMIT_EXCEEDED, "limit": self.limits.max_query_length}
-            elif _lexical_tokens(query, self.limits.max_tokens) > self.limits.max_tokens:
+            elif lexical_tokens(query, self.limits.max_tokens) > self.limits.max_tokens:
                 error.message = f"Query has more than {self.limits.max_tokens} tokens, the limit."
                 error.extensions = {"code": LIMIT_EXCEEDED, "limit": self.limits.max_tokens}
 
@@ -241,12 +242,17 @@ class _NodeCounter:
 
 
 def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    # Walked without recursion: variables nested a few hundred levels deep (even unused ones) raised RecursionError.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
