@@ -10,6 +10,9 @@ wrote (`Activity`), so the batch's derived times can be advanced without reading
 says when that is exact).
 
 SQL text is assembled from this module's own table and column names only; every value is a bound parameter.
+
+One module (about 400 lines): every statement of the consumer's transaction, each short, sharing the row encoding
+and the upsert rule above; the rule is checked in one place.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ conftest.py, so nothing here is a conftest fixture.
 
 Every scenario ends with the same two proofs: the stored positions equal the produced end offsets (nothing skipped,
 nothing beyond), and the tables equal a clean application of the same events in event order (`check_tables`).
+
+One module (about 440 lines) for the scenarios' whole kit: each scenario imports a few pieces, and the pieces are
+built on each other (the processes on the wiring, the proofs on the streams and the API calls).
 """
 
 from __future__ import annotations

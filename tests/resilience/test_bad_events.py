@@ -12,6 +12,9 @@ Two layers:
 A value PostgreSQL itself refuses (an integer beyond its column, a NUL in text) makes the whole transaction fail;
 consumer/runner.py then splits the batch until the one record is found and quarantines it. The property checks
 the premise of that (the record alone fails, the rest alone applies); the process run checks the isolation.
+
+One module (about 600 lines): both layers share the bad records (the hypothesis strategy and the hand-made stream
+build them from the same templates and mutations), which are most of it.
 """
 
 from __future__ import annotations

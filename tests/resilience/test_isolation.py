@@ -3,6 +3,10 @@ requests never touch the cache; the API key is compared in constant time; SQL ca
 
 Two teachers, alice and bob, each with batches, essays and results. The read scenarios run against real `ras serve`
 processes (cache on and cache off); the SQL checks also run in-process, where every statement can be seen.
+
+One module (about 660 lines): each section is one promise of the same review (isolation, refused requests, the key
+comparison, SQL values as parameters); the first and the injection checks share the two users' data and the entry
+points above.
 """
 
 from __future__ import annotations

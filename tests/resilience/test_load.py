@@ -8,6 +8,9 @@ Once the load stops the service answers normally again (how soon is reported), m
 the stream is applied, answers equal the tables.
 
 `RAS_RESILIENCE_LOAD_SECONDS` shortens or lengthens the run (default 60).
+
+One module (about 490 lines) for one scenario: most of it is the truth each kind of answer is checked against, which
+only this load test needs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Each scenario owns the server it stops. The promises: the consumer survives and 
 lost or applied twice (positions reach the produced ends, tables equal a clean run's), and the API stays honest:
 cached answers where it has them, a clear SERVICE_UNAVAILABLE (HTTP 503) where it has none, no stale answer after
 a Redis outage, and readiness that says so.
+
+One module (about 500 lines): one scenario per dependency, sharing the streams and answer checks above, so each
+promise is checked alike for every dependency.
 """
 
 from __future__ import annotations
