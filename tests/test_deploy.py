@@ -4,7 +4,7 @@ docker-compose.yml, deploy/prometheus.yml, the Dockerfile and docs/configuration
 Python (setting names and defaults, ports, topics, CLI commands, packages). Each test below pins one such fact to its
 source, so changing one side without the other fails here instead of at `docker compose up`.
 
-One module for all the deployment files (about 600 lines, one short test per fact): they restate the same facts
+One module for all the deployment files (about 660 lines, one short test per fact): they restate the same facts
 (settings, ports, topics, packages) and the tests share the loaders and settings fixtures below; the locks' reader
 is test_packaging.py's too.
 """
