@@ -1,4 +1,4 @@
-"""What the consumer has taken from the broker and not yet committed, and the one way to let go of it.
+"""What the consumer has taken from the broker and not yet committed, and when it must let go of it.
 
 *In hand* are the records the Kafka client has handed over (`getmany` returned them) whose transaction has not
 committed: the fetch decoding in a worker thread and the decoded fetch being applied. Beyond them the client keeps,
@@ -20,13 +20,17 @@ assignment may be in hand, from positions that no longer hold. Hence:
 - A revocation (every rebalance begins with one) marks the rebalance under way at once, then takes `lock`: the
   transaction in hand commits first, so a partition is handed over with its position stored, and no transaction
   begins until the assignment is done.
-- After an assignment, the one path that lets go (`_drop_and_seek`) drops everything in hand and seeks every
-  assigned partition to its stored position (consumer.offsets): nothing in hand, the client at the stored positions,
-  so the invariant holds again. A rebalance that overtakes it makes it run again once that one is done.
+- After an assignment, one path (`_drop_and_seek`) drops everything in hand and seeks every assigned partition to
+  its stored position (consumer.offsets): nothing in hand, the client at the stored positions, so the invariant holds
+  again. A rebalance that overtakes it makes it run again once that one is done. A fetch found not current before
+  (by `take`, or as its transaction begins) is just dropped: that seek follows and reads its records again.
 
 While a transaction waits for the database, the client is polled with every partition paused, only so that the group
 keeps this member. A paused partition returns nothing, so whatever such a poll returns comes from partitions
 assigned during it: not current; it is let go, and the seek after that assignment reads it again.
+
+tests/consumer/test_rebalance.py places a rebalance while a fetch is outstanding, while it decodes and while its
+transaction is open.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._engine = engine
         self._settings = settings
         self._stop = stop
-        self.lock = asyncio.Lock()  # held by the transaction in hand
+        self.lock = asyncio.Lock()  # held by the transaction in hand; a revocation waits for it
         self.assigned = asyncio.Event()  # set once partitions were first assigned (readiness)
         self._settled = asyncio.Event()  # clear while a rebalance is under way (and before the first assignment)
         self._generation = 0
