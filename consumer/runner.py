@@ -30,6 +30,9 @@ PREFETCH_BYTES = 16 * 1024 * 1024
 
 
 class ConsumerLoop:
+    """One member of the consumer group: takes each current fetch from its intake and applies it, then tells
+    `on_applied` what every committed transaction did."""
+
     def __init__(
         self,
         settings: Settings,
