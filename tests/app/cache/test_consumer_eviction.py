@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cache import Executed, QueryCache
+from consumer.apply import Applied
 from consumer.eviction import Evictor
 from consumer.runner import ConsumerLoop
 from devstack.demo import EPOCH, Message, registered, slot_assigned, spellchecked
@@ -24,7 +25,7 @@ from devstack.redis import RedisProcess
 from infra import cache_keys as ck
 from infra.settings import Settings
 from tests.helpers.cache import Delta, cache_settings, pair, wait_until
-from tests.helpers.kafka_io import produce, wait_for_positions
+from tests.helpers.kafka_io import Offsets, produce
 
 pytestmark = pytest.mark.kafka
 
@@ -86,21 +87,46 @@ def consumer_settings(database_url: str, bootstrap: str, redis_url: str) -> Sett
     )
 
 
+class Evicted:
+    """The evictor as the consumer's `on_applied`, recording how far evictions have run.
+
+    The consumer evicts after its transaction commits, so stored positions that reached an event do not yet mean its
+    eviction ran: a test that reads the cache must wait for this record instead."""
+
+    def __init__(self, evictor: Evictor) -> None:
+        self.evictor = evictor
+        self.through: dict[tuple[str, int], int] = {}
+        self.changed = asyncio.Condition()
+
+    async def __call__(self, applied: Applied) -> None:
+        await self.evictor.evict(applied)
+        async with self.changed:
+            for topic, partition, offset in applied.positions:
+                self.through[(topic, partition)] = max(offset, self.through.get((topic, partition), 0))
+            self.changed.notify_all()
+
+    async def reached(self, ends: Offsets) -> None:
+        async with asyncio.timeout(60), self.changed:  # the timeout only turns a hang into a failure
+            await self.changed.wait_for(lambda: all(self.through.get(tp, 0) >= end for tp, end in ends.items()))
+
+
 @asynccontextmanager
-async def consuming(settings: Settings, engine: AsyncEngine, evictor: Evictor) -> AsyncIterator[None]:
+async def consuming(settings: Settings, engine: AsyncEngine, evictor: Evictor) -> AsyncIterator[Evicted]:
     """The consumer as `ras consume` runs it: epoch change at start, the evictor as `on_applied`."""
     await evictor.bump_epoch()
-    consumer = ConsumerLoop(settings, engine, on_applied=evictor.evict)
+    evicted = Evicted(evictor)
+    consumer = ConsumerLoop(settings, engine, on_applied=evicted)
     task = asyncio.create_task(consumer.run())
     try:
-        yield
+        yield evicted
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 30)
 
 
-async def project(bootstrap: str, engine: AsyncEngine, messages: list[Message]) -> None:
-    await wait_for_positions(engine, await produce(bootstrap, messages), timeout=60)
+async def project(bootstrap: str, evicted: Evicted, messages: list[Message]) -> None:
+    """Produce `messages` and wait until the consumer has applied them and run their evictions."""
+    await evicted.reached(await produce(bootstrap, messages))
 
 
 @pytest.fixture
@@ -125,15 +151,15 @@ async def test_an_event_for_one_batch_evicts_exactly_what_it_changed(
         "all": list_view(engine, ck.ALL_USERS),
     }
     try:
-        async with consuming(settings, engine, evictor):
-            await project(kafka_bootstrap, engine, x.registration() + y.registration())
+        async with consuming(settings, engine, evictor) as evicted:
+            await project(kafka_bootstrap, evicted, x.registration() + y.registration())
             for name, view in views.items():
                 assert (await cache.fetch(name, view)).status == "miss"
                 assert (await cache.fetch(name, view)).status == "hit"
             before = orjson.loads((await cache.fetch("x", views["x"])).body)["data"]["batch"]
 
             delta = Delta()
-            await project(kafka_bootstrap, engine, [x.spellchecked(0)])
+            await project(kafka_bootstrap, evicted, [x.spellchecked(0)])
 
             statuses = {name: (await cache.fetch(name, view)).status for name, view in views.items()}
             assert statuses == {"x": "miss", "y": "hit", "alice": "miss", "bob": "hit", "all": "miss"}
@@ -155,13 +181,13 @@ async def test_a_new_batch_shows_up_in_its_users_list_and_in_an_earlier_lookup(
     first, second = Batch("alice"), Batch("alice")
     alice, lookup = list_view(engine, "alice"), batch_view(engine, second.id)
     try:
-        async with consuming(settings, engine, evictor):
-            await project(kafka_bootstrap, engine, first.registration())
+        async with consuming(settings, engine, evictor) as evicted:
+            await project(kafka_bootstrap, evicted, first.registration())
             assert len(orjson.loads((await cache.fetch("alice", alice)).body)["data"]["batches"]) == 1
             assert orjson.loads((await cache.fetch("second", lookup)).body)["data"]["batch"] is None
             assert (await cache.fetch("alice", alice)).status == (await cache.fetch("second", lookup)).status == "hit"
 
-            await project(kafka_bootstrap, engine, second.registration())
+            await project(kafka_bootstrap, evicted, second.registration())
 
             listed = await cache.fetch("alice", alice)
             assert listed.status == "miss"
@@ -199,20 +225,19 @@ async def test_redis_killed_hung_and_restarted_mid_run_serves_correct_data_throu
             assert served.body == (await view()).body, f"{name} served {served.status} data that is not current"
 
     try:
-        async with consuming(settings, engine, evictor):
-            await project(kafka_bootstrap, engine, x.registration() + y.registration())
+        async with consuming(settings, engine, evictor) as evicted:
+            await project(kafka_bootstrap, evicted, x.registration() + y.registration())
             await check()
             await check()
 
             await asyncio.to_thread(server.kill)
             await check()
-            await project(kafka_bootstrap, engine, [x.spellchecked(0)])  # the consumer keeps projecting
+            await project(kafka_bootstrap, evicted, [x.spellchecked(0)])  # the consumer keeps projecting
             assert evictor.bump_pending
             await check()
 
             await asyncio.to_thread(server.start)
             await wait_until(lambda: not evictor.bump_pending)
-            await asyncio.sleep(0.25)
             await check()
             await check()
 
@@ -220,16 +245,15 @@ async def test_redis_killed_hung_and_restarted_mid_run_serves_correct_data_throu
             assert server.pid is not None
             os.kill(server.pid, signal.SIGSTOP)
             try:
-                await project(kafka_bootstrap, engine, [x.spellchecked(1), y.spellchecked(0)])
+                await project(kafka_bootstrap, evicted, [x.spellchecked(1), y.spellchecked(0)])
                 await check()
             finally:
                 os.kill(server.pid, signal.SIGCONT)
             await wait_until(lambda: not evictor.bump_pending)
-            await asyncio.sleep(0.25)
             await check()
             await check()
 
-            await project(kafka_bootstrap, engine, [y.spellchecked(1)])
+            await project(kafka_bootstrap, evicted, [y.spellchecked(1)])
             await check()
         assert {"hit", "miss", "bypass"} <= set(seen)
     finally:
