@@ -1,7 +1,9 @@
 """Errors as callers see them: every error carries `extensions.code` and `extensions.correlationId`.
 
 Codes: UNAUTHENTICATED (401, before execution), FORBIDDEN, BAD_USER_INPUT, LIMIT_EXCEEDED, SERVICE_UNAVAILABLE (the
-database cannot be reached: the response is HTTP 503 with Retry-After) and INTERNAL. An INTERNAL
+database cannot be reached: the response is HTTP 503 with Retry-After) and INTERNAL; for persisted documents
+(app/graphql/persisted.py) Apollo's PERSISTED_QUERY_NOT_FOUND and PERSISTED_QUERY_NOT_SUPPORTED, and
+DOCUMENT_NOT_TRUSTED (a text that is no trusted document, RAS_DOCUMENTS=trusted). An INTERNAL
 error's message never shows what went wrong inside; the exception is logged with the correlation id the error
 carries, so a report quoting it finds the log line.
 
@@ -18,6 +20,9 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 INTERNAL = "INTERNAL"
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+DOCUMENT_NOT_TRUSTED = "DOCUMENT_NOT_TRUSTED"
 
 
 class ApiError(Exception):

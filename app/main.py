@@ -94,6 +94,7 @@ def create_app(
                 await events.aclose()  # ends every subscription's stream, so connections can close
             if cache is not None:
                 await cache.aclose()
+            await graphql.aclose()  # its persisted documents' Redis client
             await health.aclose()
             await probe_pool.dispose()
             await positions_pool.dispose()

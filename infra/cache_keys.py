@@ -9,6 +9,8 @@ so the two sides cannot drift apart. With P = `settings.cache_prefix` (several d
     P:e:{epoch}:{digest}     one cached result: b"{stored_at_ms}\\n" + body
     P:t:{tag}                set of the entry keys indexed under a tag
     P:s:{tag}                value of P:gen at the tag's latest eviction
+    P:d:{sha256}             a persisted GraphQL document: b"t" (trusted) or b"a" (APQ registration) + its text
+                             (app/graphql/persisted.py; PostgreSQL holds every one, db/documents.py)
 
 Tags name what a result read: `b:{batch_id}` for a batch looked up by id (found or not) and `u:{user_id}` for a view
 of a user's batch list, `u:*` for the list over every user. The Lua scripts that use these keys live beside their
@@ -116,6 +118,9 @@ class CacheLayout:
 
     def seq(self, tag: str) -> str:
         return f"{self.prefix}:s:{tag}"
+
+    def document(self, sha256: str) -> str:
+        return f"{self.prefix}:d:{sha256}"
 
     @property
     def events_prefix(self) -> str:

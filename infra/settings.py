@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         "that the Strawberry and graphql-core internals it relies on are there and behave as it expects, and "
         "otherwise logs a warning and uses `stock` (Strawberry's own executor; same answers, slower on large ones).",
     )
+    documents: Literal["apq", "trusted", "off"] = Field(
+        default="apq",
+        description="Persisted GraphQL documents (docs/graphql.md): `apq` runs any query and Apollo's automatic "
+        "persisted queries (a client sends a document's SHA-256, the text only once; registrations kept in Redis and "
+        "PostgreSQL); `trusted` runs only documents added with `ras documents add`, by id or by text, and refuses "
+        "everything else (for production); `off` runs any query and refuses persisted-query requests.",
+    )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting a query may use.")
     max_query_tokens: int = Field(default=2_000, ge=10, description="Most lexical tokens a query document may have.")
     max_query_aliases: int = Field(default=30, ge=1, description="Most field aliases a query document may use.")

@@ -14,6 +14,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +22,9 @@ from infra.failures import CommandFailure, ConfigurationError, broker, database,
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.version import VERSION
+
+if TYPE_CHECKING:
+    from app.graphql import manifest
 
 DEVSTACK_INSTALL = "pip install 'result-aggregator-service[devstack]' (or make dev)"
 
@@ -98,6 +102,54 @@ async def _quarantine_action(settings: Settings, args: argparse.Namespace, engin
         print(f"#{record_id} still fails: {reason}")
     print(f"replayed {len(report.replayed)}, still failing {len(report.still_failing)}")
     return 0 if not report.still_failing else 1
+
+
+async def _documents(settings: Settings, args: argparse.Namespace) -> int:
+    from db import documents
+    from db.engine import create_engine
+
+    found = _trusted_documents(settings, args.files) if args.action == "add" else []
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        with reaching(database(settings.database_url)):
+            async with engine.begin() as conn:
+                if args.action == "list":
+                    for row in await documents.listing(conn):
+                        kind = "trusted" if row.trusted else "apq"
+                        print(f"sha256:{row.sha256} {kind} {row.created_at:%Y-%m-%d %H:%M} {row.name or '-'}")
+                    return 0
+                added = await documents.add_trusted(
+                    conn, [documents.NewDocument(d.sha256, d.body, d.name) for d in found]
+                )
+    finally:
+        await engine.dispose()
+    for document in found:
+        print(f"sha256:{document.sha256} {document.name or '-'} ({document.source})")
+    print(f"{added} document(s) newly trusted, {len(found) - added} already were")
+    return 0
+
+
+def _trusted_documents(settings: Settings, files: list[str]) -> list[manifest.Document]:
+    """Every document of `files`, each able to run on this service; else a failure naming every problem."""
+    from pathlib import Path
+
+    from app.graphql import manifest
+    from app.graphql.schema import build_schema
+    from app.limits import limits_from
+
+    limits = limits_from(settings)
+    schema = build_schema(limits, announce=False)._schema
+    found: dict[str, manifest.Document] = {}
+    problems: list[str] = []
+    for file in files:
+        documents, unreadable = manifest.read(Path(file))
+        problems += unreadable
+        for document in documents:
+            problems += manifest.problems_running(document, schema, limits)
+            found.setdefault(document.sha256, document)
+    if problems:
+        raise CommandFailure("\n".join([*problems, f"nothing added: {len(problems)} problem(s)"]))
+    return list(found.values())
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
@@ -242,6 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (listing, replaying):
         sub.add_argument("--topic", default=None, help="only records of this topic")
         sub.add_argument("--limit", type=int, default=100, help="at most this many records (default: 100)")
+    documents = commands.add_parser(
+        "documents",
+        parents=[common],
+        help="trust GraphQL documents (RAS_DOCUMENTS=trusted runs only those), list the persisted ones",
+        description="Persisted GraphQL documents, by the SHA-256 of their text (docs/graphql.md).",
+    )
+    documents_actions = documents.add_subparsers(dest="action", required=True, metavar="ACTION")
+    adding = documents_actions.add_parser(
+        "add",
+        parents=[common],
+        help="trust the documents of .graphql files and JSON manifests (Apollo's or Relay's format)",
+        description="Each .graphql/.gql file is one document; a .json file is an Apollo persisted query manifest "
+        "or a map of SHA-256 ids to document texts (Relay's). Every document must validate against this service's "
+        "schema and limits and every id must be its document's SHA-256, or nothing is added.",
+    )
+    adding.add_argument("files", nargs="+", metavar="FILE")
+    documents_actions.add_parser("list", parents=[common], help="show every persisted document: id, kind, name")
     return parser
 
 
@@ -295,6 +364,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "rebuild":
         return asyncio.run(_rebuild(settings, args))
+    if args.command == "documents":
+        return asyncio.run(_documents(settings, args))
     raise AssertionError(f"unhandled command {args.command}")
 
 

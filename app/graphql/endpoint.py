@@ -9,7 +9,8 @@ Each request's operation is read by app/graphql/operation.py (through keys.py, w
 key): a malformed request, or a query text above the length or token limit, is refused there, before any GraphQL
 parsing; Strawberry is handed that operation rather than reading the body again. Responses are
 `application/json` or, when the Accept header asks for it, `application/graphql-response+json` with the status
-codes GraphQL over HTTP sets for it (media.py).
+codes GraphQL over HTTP sets for it (media.py). A request naming a persisted document by id gets its text on the
+miss path (persisted.py), and an APQ registration is kept once its operation executed.
 
 With a result cache, a single operation (POST JSON or GET) is looked up by its key before Strawberry sees it: a
 hit is answered with the stored bytes and `extensions.cache` spliced in, without parsing, validating or executing
@@ -25,7 +26,7 @@ with 4401 (missing) or 4403 (wrong); without a live-update hub the handshake its
 This module is the composition; its parts are modules of their own: the raw ASGI of the hit path (asgi.py), the
 request body's cap and memo (body.py), the cache key (keys.py), the splice of `extensions.cache` into stored bytes
 (splice.py), the refusals before execution (refusals.py), the operation's reading (operation.py), the response media
-type (media.py) and the WebSocket adapter (websocket.py).
+type (media.py), persisted documents (persisted.py) and the WebSocket adapter (websocket.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
@@ -58,7 +60,8 @@ from app.graphql.asgi import ScopeHeaders, send_json
 from app.graphql.body import BodyTooLarge, RequestBody, capped
 from app.graphql.keys import RequestKeys
 from app.graphql.media import GRAPHQL_RESPONSE, MediaType, negotiated, request_error_status
-from app.graphql.operation import Operation
+from app.graphql.operation import Operation, Refusal
+from app.graphql.persisted import PersistedDocuments
 from app.graphql.refusals import http_error, refused, too_large, unauthenticated
 from app.graphql.splice import spliced
 from app.graphql.subscriptions import LiveContext, Rejection, authenticate_connection
@@ -96,6 +99,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         engine: Callable[[], AsyncEngine],
         cache: QueryCache | None = None,
         events: EventHub | None = None,
+        consistency: Consistency | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -110,11 +114,17 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self._cache = cache
         self._events = events
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
-        self.consistency = Consistency(events, engine, settings.consistency_max_wait_ms)
-        # Hits skip validation, so entries of another schema or other limits must never match (None: no cache).
-        self._keys = RequestKeys(
-            ck.digest(["graphql", str(schema), repr(limits)]) if cache is not None else None, limits
-        )
+        self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
+        # Redis is the documents' fast layer where the cache has it; PostgreSQL holds them all.
+        redis = ck.connect(settings) if cache is not None else None
+        self.documents = PersistedDocuments(settings.documents, engine, redis, ck.CacheLayout(settings.cache_prefix))
+        # Hits skip validation, so entries of another schema, other limits or another documents mode (what a
+        # document id may run) must never match (None: no cache).
+        version = ck.digest(["graphql", str(schema), repr(limits), settings.documents]) if cache is not None else None
+        self._keys = RequestKeys(version, limits, self.documents)
+
+    async def aclose(self) -> None:
+        await self.documents.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -177,9 +187,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
     async def _execute(
         self, request: Request, caller: Caller, correlation: str, operation: Operation, media: MediaType
     ) -> Response:
+        resolved = await self.documents.resolved(operation)
+        if isinstance(resolved, Refusal):
+            return refused(resolved, correlation, media)
         state = request.state
         state.correlation_id = correlation  # for `process_result`
-        state.operation = operation  # for `parse_http_body`
+        state.operation = resolved  # for `parse_http_body`
         state.media = media
         context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
         try:
@@ -189,6 +202,8 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         finally:
             await context.close()
         state.tags = context.tags
+        if getattr(state, "executed", False):  # its document parsed and validated: an APQ registration is kept
+            await self.documents.register(operation)
         if media == GRAPHQL_RESPONSE:
             response.headers["content-type"] = GRAPHQL_RESPONSE
             response.status_code = getattr(state, "request_error_status", response.status_code)
@@ -212,11 +227,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         async def execute() -> Executed:
             nonlocal own
             own = await self._execute(request, caller, correlation, operation, media)
-            if own.status_code != 200:
-                # Refused by Strawberry at the HTTP level (a PUT, an unknown operationName): nothing executed, so
-                # `_execute` recorded no tags, and an error is never stored anyway.
+            tags = getattr(request.state, "tags", None)
+            if own.status_code != 200 or tags is None:
+                # Refused before Strawberry ran (a persisted document not found) or by it at the HTTP level (an
+                # unknown operationName): nothing executed, so `_execute` recorded no tags; errors are never stored.
                 return Executed(b"", cacheable=False)
-            tags = request.state.tags
             document = orjson.loads(own.body)
             if not tags.cacheable or not isinstance(document, dict) or document.get("errors") or "data" not in document:
                 return Executed(b"", cacheable=False)
@@ -261,6 +276,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.page_response(request, self.settings)
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """A browser's GET without a query, unless it names a persisted document (an APQ GET sends no query)."""
+        params = request.query_params
+        return super().should_render_graphql_ide(request) and "extensions" not in params and "documentId" not in params
+
     async def parse_http_body(self, request_adapter: Any) -> GraphQLRequestData:
         """The operation `_execute` was given (read and checked by app/graphql/operation.py), not the body again."""
         assert isinstance(request_adapter, _RequestAdapter)
@@ -282,6 +302,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         # Nothing executed when no error is a field's: under application/graphql-response+json that is GraphQL over
         # HTTP's request error, a 4xx or 5xx without `data`.
         executed = result.data is not None or any(error.path for error in result.errors or ())
+        request.state.executed = executed
         if request.state.media == GRAPHQL_RESPONSE and not executed and result.errors:
             first = cast(list[dict[str, Any]], response["errors"])[0]
             request.state.request_error_status = request_error_status(str(first["extensions"]["code"]))

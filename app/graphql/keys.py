@@ -1,7 +1,12 @@
 """A GraphQL request prepared for the cache: its single operation read and checked the way app/graphql/operation.py
-does (a `Refusal` for a malformed request or a text over the limits, before any GraphQL parsing), its cache key under
-the caller's scope and the endpoint's version, and its metrics label. Without a cache there is no key, but the
-operation is read and checked all the same: Strawberry is handed this very operation (endpoint.py)."""
+does (a `Refusal` for a malformed request or a text over the limits, before any GraphQL parsing) and as persisted
+documents have it (app/graphql/persisted.py), its cache key under the caller's scope and the endpoint's version, and
+its metrics label. Without a cache there is no key, but the operation is read and checked all the same: Strawberry
+is handed this very operation (endpoint.py).
+
+The key is `app.cache.graphql_cache_key`'s: over the document as printed after parsing, or, for a request that
+names its document by id, over `sha256:<id>` in its place (no printed document starts so), so such a request is keyed
+without its text."""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from starlette.requests import Request
 from app.cache import graphql_cache_key
 from app.graphql import operation as op
 from app.graphql.body import RequestBody
+from app.graphql.persisted import PersistedDocuments
 from app.limits import ApiLimits
+from infra import cache_keys as ck
 
 ANONYMOUS = "anonymous"
 
@@ -39,8 +46,9 @@ _MEMO_SIZE = 256
 class RequestKeys:
     """Prepares the endpoint's requests under `version` (its schema and limits; None when there is no cache)."""
 
-    def __init__(self, version: str | None, limits: ApiLimits) -> None:
+    def __init__(self, version: str | None, limits: ApiLimits, documents: PersistedDocuments) -> None:
         self._version = version
+        self._documents = documents
         self._max_length = limits.max_query_length
         self._max_tokens = limits.max_tokens
         self._posted = functools.lru_cache(maxsize=_MEMO_SIZE)(self._prepare_posted)
@@ -68,13 +76,28 @@ class RequestKeys:
         label = read.name or ANONYMOUS
         query = read.query
         # The limits before the key: the key parses the text, and only a text within them is worth parsing.
-        refusal = self._text_refusal(query) if len(query) <= self._max_length else self._check_text(query)
-        if refusal is not None:
-            return Prepared(read, refusal, None, label)
+        if query is not None:
+            refusal = self._text_refusal(query) if len(query) <= self._max_length else self._check_text(query)
+            if refusal is not None:
+                return Prepared(read, refusal, None, label)
+        named = self._documents.named(read)
+        if isinstance(named, op.Refusal):
+            return Prepared(read, named, None, label)
         if self._version is None:
-            return Prepared(read, None, None, label)
-        key = graphql_cache_key(query, read.name, read.variables, user_id, self._version)
-        return Prepared(read, None, key, label)
+            return Prepared(named, None, None, label)
+        return Prepared(named, None, self._key(named, user_id, self._version), label)
+
+    @staticmethod
+    def _key(operation: op.Operation, user_id: str | None, version: str) -> str | None:
+        if operation.document_id is None:
+            assert operation.query is not None, "an operation without a query names its document"
+            return graphql_cache_key(operation.query, operation.name, operation.variables, user_id, version)
+        document = f"sha256:{operation.document_id}"
+        try:
+            parts = ["graphql", version, document, operation.name or None, dict(operation.variables or {}), user_id]
+            return ck.digest(parts)
+        except TypeError:  # variables orjson cannot write (nested past its limit): not cached, as graphql_cache_key
+            return None
 
     def _check_text(self, query: str) -> op.Refusal | None:
         return op.text_refusal(query, self._max_length, self._max_tokens)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Final, Literal
 
-from app.errors import FORBIDDEN, INTERNAL, SERVICE_UNAVAILABLE, UNAUTHENTICATED
+from app.errors import DOCUMENT_NOT_TRUSTED, FORBIDDEN, INTERNAL, SERVICE_UNAVAILABLE, UNAUTHENTICATED
 from app.graphql.consistency import CONSISTENCY_TIMEOUT
 
 MediaType = Literal["application/json", "application/graphql-response+json"]
@@ -24,6 +24,7 @@ GRAPHQL_RESPONSE: Final = "application/graphql-response+json"
 _STATUS_BY_CODE = {
     UNAUTHENTICATED: 401,
     FORBIDDEN: 403,  # introspection when it is off: the request is not permitted
+    DOCUMENT_NOT_TRUSTED: 403,  # RAS_DOCUMENTS=trusted and a text that is no trusted document
     INTERNAL: 500,
     SERVICE_UNAVAILABLE: 503,
     CONSISTENCY_TIMEOUT: 504,  # the projection, upstream of every read, did not reach the awaited record in time
