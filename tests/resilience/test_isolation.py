@@ -463,6 +463,13 @@ async def _inject(client: httpx.AsyncClient, owned: dict[str, Owned]) -> Counter
             response = await client.post(
                 "/graphql", json={"query": sent_query, "variables": variables}, headers=headers
             )
+            if user == "header" and response.status_code == 400:
+                # Outside the header's character set (app/auth.py): refused before anything is read.
+                refusal = response.json()["errors"][0]
+                assert refusal["extensions"]["code"] == "BAD_USER_INPUT", (payload[:40], refusal)
+                assert "X-User-ID" in refusal["message"], (payload[:40], refusal)
+                outcomes["graphql X-User-ID refused"] += 1
+                continue
             assert response.status_code == 200, (argument, payload[:40], response.text[:300])
             body = response.json()
             codes = {e["extensions"]["code"] for e in body.get("errors", [])}
