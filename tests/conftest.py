@@ -1,4 +1,5 @@
-"""Session-wide servers and a fresh, Alembic-migrated database per test; the figures block at the end of a run.
+"""Session-wide servers and a fresh, Alembic-migrated database per test; the slow marks (tests/helpers/slow.py);
+the figures block at the end of a run.
 
 Every server fixture starts its server on first use only, so tests that ask for none (the pure logic of
 tests/consumer/pure, tests/infra, the layer and packaging checks) run without any.
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.pure.topics import ALL_TOPICS
 from db.engine import create_engine
 from db.migrate import upgrade_async
-from tests.helpers import figures, servers
+from tests.helpers import figures, servers, slow
 
 if TYPE_CHECKING:
     from devstack.postgres import PostgresProcess
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 # RAS_ENVIRONMENT has no default: the suite states development, for every Settings it builds and every `ras`
 # subprocess that inherits this environment (a test about production, or about the variable, sets its own).
 os.environ["RAS_ENVIRONMENT"] = "development"
+
+
+# Before the marker plugin deselects (`-m "not slow"`).
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow.mark(items)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
