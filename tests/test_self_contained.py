@@ -1,6 +1,6 @@
 """The repository stands alone: no tracked file reads or links a path above the repository root.
 
-A user has a clone and nothing beside it, so a relative path that climbs out of the repository (`../shared/…` in a
+A user has a clone and nothing beside it, so a relative path that climbs out of the repository (`../elsewhere/…` in a
 doc link, `Path(__file__).parents[3]` in a test) works only on the machine it was written on.
 """
 
