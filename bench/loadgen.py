@@ -51,20 +51,31 @@ async def _response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _connection(host: str, port: int, request: bytes, until: float, latencies: list[float]) -> int:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _connection(host: str, port: int, request: bytes, until: float, latencies: list[float]) -> tuple[int, int]:
+    """Closed loop on one connection; (non-2xx answers, socket errors). A reset or a cut answer is counted and the
+    connection is opened again, as wrk does, so one refused socket under load does not end the measurement."""
     failures = 0
-    try:
-        while time.perf_counter() < until:
-            started = time.perf_counter()
-            writer.write(request)
-            status = await _response(reader)
-            latencies.append(time.perf_counter() - started)
-            if not 200 <= status < 300:
-                failures += 1
-    finally:
-        writer.close()
-    return failures
+    socket_errors = 0
+    while time.perf_counter() < until:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            socket_errors += 1
+            await asyncio.sleep(0.01)  # a refusing server is not hammered in a tight loop
+            continue
+        try:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                writer.write(request)
+                status = await _response(reader)
+                latencies.append(time.perf_counter() - started)
+                if not 200 <= status < 300:
+                    failures += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            socket_errors += 1
+        finally:
+            writer.close()
+    return failures, socket_errors
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
@@ -74,7 +85,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     latencies: list[float] = []
     started = time.perf_counter()
     until = started + args.seconds
-    failures = await asyncio.gather(
+    outcomes = await asyncio.gather(
         *(_connection(args.host, args.port, request, until, latencies) for _ in range(args.connections))
     )
     elapsed = time.perf_counter() - started
@@ -84,8 +95,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         "seconds": elapsed,
         "p50_us": cuts[49] * 1e6,
         "p99_us": cuts[98] * 1e6,
-        "non_2xx": sum(failures),
-        "socket_errors": 0,
+        "non_2xx": sum(failures for failures, _ in outcomes),
+        "socket_errors": sum(errors for _, errors in outcomes),
     }
 
 
