@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # The Result Aggregator Service image. One image runs every role; the command picks it:
-#   docker run IMAGE            -> `ras serve`   (GraphQL/REST API on RAS_PORT, default 4003)
+#   docker run IMAGE            -> `ras serve`   (GraphQL/REST API on RAS_PORT, default 4003; /metrics for
+#                                                 Prometheus on RAS_METRICS_PORT, default 9095)
 #   docker run IMAGE consume    -> `ras consume` (Kafka consumer, /metrics on RAS_CONSUMER_METRICS_PORT, default 9096)
 #   docker run IMAGE migrate    -> `ras migrate` (Alembic upgrade to head, then exit)
 # Configuration is RAS_* environment variables only; see docs/configuration.md. The image sets none: every role
@@ -64,7 +65,7 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /home/ras
 USER 10001:10001
 
-EXPOSE 4003 9096
+EXPOSE 4003 9095 9096
 
 # slim has no curl; the standard library is enough. urlopen raises on connection errors and non-2xx answers, which
 # makes the exit status non-zero. The consumer and the migration job override or disable this in docker-compose.yml.

@@ -1,8 +1,11 @@
-"""The HTTP application: `create_app` builds it, `serve` runs it with uvicorn on RAS_HOST:RAS_PORT."""
+"""The HTTP application: `create_app` builds it, `serve` runs it with uvicorn on RAS_HOST:RAS_PORT, and the metrics
+listener on RAS_HOST:RAS_METRICS_PORT."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,14 +25,15 @@ from app.health import Health
 from app.http_guards import guarded_protocol
 from app.limits import ApiLimits, limits_from
 from app.live import EventHub
+from app.metrics_access import authenticated_metrics
 from app.reads.consistency import Consistency
 from app.reads.context import correlation_id
 from app.rest import routes as rest
 from app.side_pool import SidePool
 from db.engine import create_engine
 from infra.failures import database, reaching
-from infra.http_server import listen
-from infra.prometheus import metrics_endpoint
+from infra.http_server import TaskServer, listen
+from infra.prometheus import METRICS_PATH, metrics_app
 from infra.settings import Settings
 from infra.wait import wait_for
 
@@ -110,7 +114,7 @@ def create_app(
         Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker)),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
-        Route("/metrics", metrics_endpoint),
+        Route(METRICS_PATH, authenticated_metrics(settings, correlation_id), methods=["GET", "HEAD"]),
     ]
     if limits.graphiql:
         routes.append(Route(graphiql.ASSET_PATH + "/{name}", graphiql.asset_endpoint, methods=["GET", "HEAD"]))
@@ -159,14 +163,20 @@ def server_config(settings: Settings, app: Starlette) -> uvicorn.Config:
 
 def serve(settings: Settings) -> None:
     """Run the API until SIGTERM/SIGINT (what `ras serve` does); uvicorn then stops accepting connections and
-    lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS.
+    lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS. The metrics listener
+    (RAS_METRICS_PORT, unless 0) runs beside it and stops with it.
 
-    The port is bound first, so a taken one is reported at once (`PortUnavailable`); then the database is waited
+    The ports are bound first, so a taken one is reported at once (`PortUnavailable`); then the database is waited
     for (a `CommandFailure` when it does not answer). uvicorn logs through the process's logging (`log_config=None`:
     no handlers of its own), so its lines are JSON like every other.
     """
-    sock = listen(settings.host, settings.port, "--port (RAS_PORT)", "--host (RAS_HOST)")
-    try:
+    with contextlib.ExitStack() as sockets:
+        sock = sockets.enter_context(listen(settings.host, settings.port, "--port (RAS_PORT)", "--host (RAS_HOST)"))
+        metrics_sock = None
+        if settings.metrics_port:
+            metrics_sock = sockets.enter_context(
+                listen(settings.host, settings.metrics_port, "RAS_METRICS_PORT", "--host (RAS_HOST)")
+            )
         cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
         events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
         config = server_config(settings, create_app(settings, cache=cache, events=events))
@@ -174,10 +184,36 @@ def serve(settings: Settings) -> None:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             with reaching(database(settings.database_url)):
                 runner.run(_database_answers(settings))
-            log.info("API listening", host=settings.host, port=settings.port)
-            runner.run(server.serve(sockets=[sock]))
-    finally:
-        sock.close()
+            log.info("API listening", host=settings.host, port=settings.port, metrics_port=settings.metrics_port)
+            runner.run(_serve(settings, server, sock, metrics_sock))
     if not server.started:
         # The lifespan failed after the database had answered; uvicorn has logged why.
         raise SystemExit(STARTUP_FAILURE)
+
+
+async def _serve(
+    settings: Settings, server: uvicorn.Server, sock: socket.socket, metrics_sock: socket.socket | None
+) -> None:
+    """The API's server until it stops, with the metrics listener beside it when there is one."""
+    if metrics_sock is None:
+        await server.serve(sockets=[sock])
+        return
+    metrics = TaskServer(metrics_config(settings))
+    listening = asyncio.create_task(metrics.serve(sockets=[metrics_sock]), name="metrics-listener")
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        metrics.should_exit = True
+        await listening
+
+
+def metrics_config(settings: Settings) -> uvicorn.Config:
+    """uvicorn's options for the metrics listener: the same connection guards as the API (the port has no
+    credentials, so it must not be held open by a slow client either), no lifespan."""
+    return uvicorn.Config(
+        metrics_app(),
+        http=guarded_protocol(settings, correlation_id),
+        log_config=None,
+        log_level="warning",
+        lifespan="off",
+    )

@@ -55,6 +55,7 @@ def server_env(database_url: str, redis_url: str, port: int, cache_prefix: str) 
         "RAS_REDIS_URL": redis_url,
         "RAS_HOST": "127.0.0.1",
         "RAS_PORT": str(port),
+        "RAS_METRICS_PORT": "0",  # a bench that reads the API's metrics gives a free port
         "RAS_INTERNAL_API_KEY": API_KEY,
         "RAS_ALLOWED_SERVICE_IDS": SERVICE_ID,
         "RAS_ENVIRONMENT": "production",

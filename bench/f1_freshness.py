@@ -226,6 +226,7 @@ async def run(ctx: Context) -> Result:
         **server_env(url, redis_url, port, f"bench-{uuid.uuid4().hex[:8]}"),
         "RAS_KAFKA_GROUP_ID": f"bench-f1-{uuid.uuid4().hex[:8]}",
         "RAS_CONSUMER_METRICS_PORT": str(free_port()),
+        "RAS_METRICS_PORT": str(free_port()),
     }
     async with ctx.servers.broker() as bootstrap:
         env["RAS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
@@ -256,13 +257,14 @@ async def run(ctx: Context) -> Result:
                     last_sample = next(s for _, s in reversed(warmup) if s is not None)
                     await _wait_visible(client, last_sample, procs)
                     ctx.log(f"F1: consumer and API up, warm-up visible after {time.perf_counter() - ready_at:.1f}s")
-                    metrics_url = f"http://127.0.0.1:{env['RAS_CONSUMER_METRICS_PORT']}/metrics"
-                    before = _metrics((await client.get(metrics_url)).text, (await client.get("/metrics")).text)
+                    consumer_url = f"http://127.0.0.1:{env['RAS_CONSUMER_METRICS_PORT']}/metrics"
+                    api_url = f"http://127.0.0.1:{env['RAS_METRICS_PORT']}/metrics"
+                    before = _metrics((await client.get(consumer_url)).text, (await client.get(api_url)).text)
                     cpu_before = _cpu([p.pid for p in procs] + [os.getpid()])
                     watcher = Watcher(client)
                     first, last = await _produce(producer, stream, watcher)
                     await watcher.drain()
-                    after = _metrics((await client.get(metrics_url)).text, (await client.get("/metrics")).text)
+                    after = _metrics((await client.get(consumer_url)).text, (await client.get(api_url)).text)
                     cpu = [b - a for a, b in zip(cpu_before, _cpu([p.pid for p in procs] + [os.getpid()]), strict=True)]
             finally:
                 await producer.stop()

@@ -196,7 +196,7 @@ async def run(ctx: Context) -> Result:
                 for path in ("/graphql", BARE_PATH):
                     await load.run(path, WARMUP_SECONDS)  # also fills both Redis connection pools
                 async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                    not_hits_before = _not_hits((await client.get("/metrics")).text)
+                    not_hits_before = _not_hits((await client.get("/metrics", headers=HEADERS)).text)
                 errors = 0
                 rss_after: list[int] = []  # at the end of each repetition
                 for rep in range(ctx.repetitions):
@@ -216,7 +216,7 @@ async def run(ctx: Context) -> Result:
                         f"bare {b.rate:,.0f} req/s (p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms)"
                     )
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                not_hits = _not_hits((await client.get("/metrics")).text) - not_hits_before
+                not_hits = _not_hits((await client.get("/metrics", headers=HEADERS)).text) - not_hits_before
             # A Redis call over RAS_REDIS_TIMEOUT_SECONDS (0.1 s) fails: the GraphQL request then executes without the
             # cache (fail-open), a bare one answers 500. The first burst of 32 connections can see a few of those on
             # a busy 2-core machine; more than a few in a thousand would mean the figures are not of cached reads.

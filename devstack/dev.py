@@ -86,7 +86,7 @@ def _banner(settings: Settings) -> str:
         f"             X-Service-ID: {service}\n"
         f"             X-User-ID: teacher-01   (optional: see only that teacher's batches)\n"
         f"  REST:      http://{host}:{settings.port}/internal/v1/batches/user/teacher-01\n"
-        f"  metrics:   http://{host}:{settings.port}/metrics   readiness: /readyz\n"
+        f"  metrics:   http://{host}:{settings.port}/metrics (with the two headers)   readiness: /readyz\n"
         f"  PostgreSQL: {shown_database}\n"
         f"  Redis:      {settings.redis_url}\n"
         f"  broker:     {settings.kafka_bootstrap_servers}\n"

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="Address the HTTP API binds to.")
     port: int = Field(default=4003, ge=1, le=65535, description="Port the HTTP API binds to.")
+    metrics_port: int = Field(
+        default=9095,
+        ge=0,
+        le=65535,
+        description="Port of the API's /metrics for Prometheus, without credentials, on RAS_HOST (0 disables it). "
+        "On RAS_PORT, /metrics answers only a service with the internal API key. Keep this port off the ingress.",
+    )
     graphiql_enabled: bool | None = Field(
         default=None, description="Serve GraphiQL on GET /graphql from a browser (default: on in development)."
     )

@@ -289,6 +289,8 @@ def test_ports_agree_with_settings(api_settings: Settings, consumer_settings: Se
     assert api_settings.port == Settings.model_fields["port"].default == 4003
     assert consumer_settings.consumer_metrics_port == Settings.model_fields["consumer_metrics_port"].default == 9096
     assert consumer_settings.consumer_metrics_port != 0, "the consumer's healthcheck and scrape need its metrics port"
+    assert api_settings.metrics_port == Settings.model_fields["metrics_port"].default == 9095
+    assert api_settings.metrics_port != 0, "Prometheus scrapes the API's metrics port"
     assert published_container_ports("api") == {api_settings.port}
     assert http_port(service("api")["healthcheck"]["test"]) == api_settings.port
     assert http_port(service("consumer")["healthcheck"]["test"]) == consumer_settings.consumer_metrics_port
@@ -302,7 +304,7 @@ def test_prometheus_scrapes_both_ras_processes(api_settings: Settings, consumer_
         found = {t for static in job.get("static_configs", []) for t in static["targets"]}
         targets[job["job_name"]] = (job.get("metrics_path", "/metrics"), found)
     wanted = {
-        ("/metrics", f"api:{api_settings.port}"),
+        ("/metrics", f"api:{api_settings.metrics_port}"),
         ("/metrics", f"consumer:{consumer_settings.consumer_metrics_port}"),
     }
     scraped = {(path, target) for path, found in targets.values() for target in found}
@@ -540,7 +542,8 @@ def test_dockerfile_runs_ras_as_a_non_root_user() -> None:
 def test_dockerfile_exposes_and_checks_the_default_ports() -> None:
     final = dockerfile_stages()[-1]
     exposed = {int(port) for line in final.all("EXPOSE") for port in line.split()}
-    assert exposed == {Settings.model_fields["port"].default, Settings.model_fields["consumer_metrics_port"].default}
+    ports = ("port", "metrics_port", "consumer_metrics_port")
+    assert exposed == {Settings.model_fields[name].default for name in ports}
     healthcheck = final.all("HEALTHCHECK")[-1]
     assert "/healthz" in healthcheck
     assert f"'RAS_PORT', '{Settings.model_fields['port'].default}'" in healthcheck

@@ -52,15 +52,15 @@ async def test_readiness_answers_from_memory_while_requests_hold_every_connectio
         ]
 
         async def pool_taken() -> bool:
-            return await metric(client, "ras_db_pool_connections", state="checked_out") == POOL_CAPACITY
+            return await metric(client, AUTH, "ras_db_pool_connections", state="checked_out") == POOL_CAPACITY
 
         await until(pool_taken, "every request connection checked out")
-        probes_before = await metric(client, "ras_health_probes_total")
+        probes_before = await metric(client, AUTH, "ras_health_probes_total")
         started = time.monotonic()
         answers = await asyncio.gather(*(client.get("/readyz") for _ in range(READYZ)))
         health = await client.get("/healthz")
         elapsed = time.monotonic() - started
-        probes = await metric(client, "ras_health_probes_total") - probes_before
+        probes = await metric(client, AUTH, "ras_health_probes_total") - probes_before
 
         assert [a.status_code for a in answers] == [200] * READYZ, {a.status_code for a in answers}
         assert all(a.json()["status"] == "ready" for a in answers)
@@ -68,7 +68,7 @@ async def test_readiness_answers_from_memory_while_requests_hold_every_connectio
         # At most one probe per interval (plus the one a stale memo starts), whatever the number of callers.
         assert probes <= elapsed / PROBE_INTERVAL_SECONDS + 1, (probes, elapsed)
         assert not any(task.done() for task in blocked), "the requests held their connections throughout"
-        assert await metric(client, "ras_db_pool_connections", state="checked_out") == POOL_CAPACITY
+        assert await metric(client, AUTH, "ras_db_pool_connections", state="checked_out") == POOL_CAPACITY
 
         await locker.rollback()  # the lock goes: the held requests finish
         async with asyncio.timeout(60):  # hang guard

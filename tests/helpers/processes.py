@@ -19,7 +19,8 @@ class RasProcess:
     def __init__(self, command: str, env: dict[str, str], log: Path, args: list[str] | None = None) -> None:
         self.log = log
         self._file = log.open("wb")
-        full_env = {**os.environ, "RAS_LOG_LEVEL": "INFO", **env}
+        # No metrics listener unless `env` asks for one: tests run side by side, and its default port is fixed.
+        full_env = {**os.environ, "RAS_LOG_LEVEL": "INFO", "RAS_METRICS_PORT": "0", **env}
         argv = [sys.executable, "-m", "ras.cli", command, *(args or [])]
         self.proc = subprocess.Popen(argv, env=full_env, stdout=self._file, stderr=subprocess.STDOUT)
 

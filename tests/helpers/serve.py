@@ -38,9 +38,11 @@ async def ras_serve(database_url: str, log: Path, *, key: str, service: str, **v
         process.kill()
 
 
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
-    """The value of one sample of the server's /metrics (0 when it has none yet)."""
-    text = (await client.get("/metrics")).text
+async def metric(client: httpx.AsyncClient, auth: Mapping[str, str], name: str, **labels: str) -> float:
+    """The value of one sample of the server's /metrics, asked with the credentials `auth` (0 when it has none yet)."""
+    response = await client.get("/metrics", headers=auth)
+    assert response.status_code == 200, response.text
+    text = response.text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):

@@ -31,9 +31,9 @@ FAST = {"RAS_STARTUP_TIMEOUT_SECONDS": "0.3"}
 
 def clean_env(**variables: str) -> dict[str, str]:
     """The process environment without any RAS_* variable but RAS_ENVIRONMENT=development (every command needs it
-    stated), plus `variables`."""
+    stated) and no metrics listener (its default port is fixed; tests run side by side), plus `variables`."""
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith("RAS_")}
-    return {**env, "RAS_ENVIRONMENT": "development", **variables}
+    return {**env, "RAS_ENVIRONMENT": "development", "RAS_METRICS_PORT": "0", **variables}
 
 
 def ras(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -232,6 +232,17 @@ def test_serve_on_a_busy_port_names_the_port_option(busy_port: int, unreachable_
 def test_serve_on_a_busy_port_from_the_environment_says_the_same(busy_port: int, unreachable_database: str) -> None:
     env = clean_env(RAS_DATABASE_URL=unreachable_database, RAS_HOST="127.0.0.1", RAS_PORT=str(busy_port))
     assert "choose another with --port (RAS_PORT)" in failure_line(ras("serve", env=env), 1)
+
+
+def test_serve_on_a_busy_metrics_port_names_its_variable(busy_port: int, unreachable_database: str) -> None:
+    env = clean_env(
+        RAS_DATABASE_URL=unreachable_database, RAS_STARTUP_TIMEOUT_SECONDS="600", RAS_METRICS_PORT=str(busy_port)
+    )
+    line = failure_line(ras("serve", "--host", "127.0.0.1", "--port", str(free_port()), env=env), 1)
+    assert (
+        line
+        == f"ras: port {busy_port} on 127.0.0.1 is in use: stop what holds it or choose another with RAS_METRICS_PORT"
+    )
 
 
 def test_dev_on_a_busy_port_fails_before_starting_any_server(busy_port: int) -> None:

@@ -367,7 +367,7 @@ async def recover(url: str, load: Load, truth: Truth) -> tuple[float, int]:
 async def metrics_of(url: str) -> dict[str, float]:
     """The process's Prometheus counters summed over their labels."""
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(url + "/metrics")).text
+        text = (await client.get(url + "/metrics", headers=AUTH)).text
     totals: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -20,14 +20,14 @@ async def test_unique_operation_names_do_not_grow_the_metrics(api: Api, monkeypa
     monkeypatch.setattr(metrics, "OPERATIONS", OperationLabels())  # this process's other tests keep their names
     metrics.OPERATIONS.allow(example_operation_names())
     # Labels this process's earlier tests created stay in the registry: only the ones added here are the flood's.
-    before = set(LABEL.findall((await api.client.get("/metrics")).text))
+    before = set(LABEL.findall((await api.client.get("/metrics", headers=AUTH)).text))
     for _ in range(FLOOD):
         name = "Probe_" + uuid.uuid4().hex * 10  # 326 characters, a valid GraphQL name
         response = await api.client.post(
             "/graphql", json={"query": f"query {name} {{ __typename }}", "operationName": name}, headers=AUTH
         )
         assert response.status_code == 200, response.text
-    scraped = await api.client.get("/metrics")
+    scraped = await api.client.get("/metrics", headers=AUTH)
     values = set(LABEL.findall(scraped.text))
     assert "other" in values, "names past the limit are counted, as other"
     assert len(values - before) <= MAX_OPERATIONS + len(example_operation_names()) + 1

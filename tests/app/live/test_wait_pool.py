@@ -87,11 +87,11 @@ async def test_pending_waits_leave_the_request_pool_to_requests(
     checked_out: list[float] = []
 
     async def all_pending() -> bool:
-        checked_out.append(await metric(server, "ras_db_pool_connections", state="checked_out"))
-        return await metric(server, "ras_consistency_waits") == WAITS
+        checked_out.append(await metric(server, AUTH, "ras_db_pool_connections", state="checked_out"))
+        return await metric(server, AUTH, "ras_consistency_waits") == WAITS
 
     await until(all_pending, f"{WAITS} waits pending")
-    size = await metric(server, "ras_db_pool_connections", state="size")
+    size = await metric(server, AUTH, "ras_db_pool_connections", state="size")
     assert size == POOL_SIZE
 
     # While every wait is pending: a batch query and a REST call are answered, each with its data.
@@ -104,7 +104,7 @@ async def test_pending_waits_leave_the_request_pool_to_requests(
     (error,) = refused["errors"]
     assert error["extensions"]["code"] == "LIMIT_EXCEEDED" and error["extensions"]["limit"] == WAITS
     assert "RAS_CONSISTENCY_MAX_WAITERS" in error["message"]
-    checked_out.append(await metric(server, "ras_db_pool_connections", state="checked_out"))
+    checked_out.append(await metric(server, AUTH, "ras_db_pool_connections", state="checked_out"))
     assert not any(task.done() for task in waits), "the waits were still pending throughout"
     assert max(checked_out) < size, checked_out
 
@@ -120,4 +120,4 @@ async def test_pending_waits_leave_the_request_pool_to_requests(
         assert "errors" not in answer, answer
         expected = {"projection": {"waitFor": True}} if offset % 2 else {"batch": {"id": FIXTURE_BATCH}}
         assert answer["data"] == expected
-    assert await metric(server, "ras_consistency_waits") == 0
+    assert await metric(server, AUTH, "ras_consistency_waits") == 0
