@@ -40,12 +40,18 @@ Concurrent identical misses in one process share one execution, but only when th
 check ran after every follower joined, so the shared result is as fresh as each follower's own execution would be.
 Otherwise (stale, uncacheable, Redis error) each follower executes for itself.
 
-Fail-open: any Redis error or timeout makes the request execute normally without the cache, and a circuit breaker
-then skips Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per
-request. The first call that reaches Redis again changes the epoch: evictions may have been lost meanwhile, and the
-consumer's own epoch change can come later. State changes are logged once, not per request.
+Fail-open: a Redis failure makes the request execute normally without the cache, and a circuit breaker then skips
+Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per request. The
+first call that reaches Redis again changes the epoch: the consumer may have lost evictions in the same outage, and
+its own epoch change can come later. A Redis failure is an error reply, a broken connection, or no answer within
+`redis_timeout_seconds` counted only while this process's loop was on time (infra/loop_lag.py). A busy loop is no
+evidence about Redis or about the consumer's evictions (another process, its own connections), so a call this process
+could not finish for its own reasons (every connection busy, the loop so late that the call was given up after
+GIVE_UP_FACTOR timeouts in all) goes without the cache alone: no breaker, no epoch change. Otherwise a busy API would
+switch its cache off and empty it, and the executions that follow would make it busier still. State changes are
+logged once, not per request.
 
-One module, on purpose (about 440 lines, a quarter of them this argument): the two scripts, the snapshot a miss takes,
+One module, on purpose (about 490 lines, a quarter of them this argument): the two scripts, the snapshot a miss takes,
 the single flight and the breaker are the parts the argument above speaks of together, and a change to any of them
 must be checked against it here. The request keys and `extensions.cache` helpers beside them are small.
 """
@@ -64,9 +70,11 @@ import structlog
 from graphql import GraphQLError, parse, print_ast
 from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infra import cache_keys as ck
 from infra.breaker import CircuitBreaker
+from infra.loop_lag import LoopLag
 from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -77,6 +85,24 @@ Status = Literal["hit", "miss", "coalesced", "bypass"]
 CLOCK_REFRESH_SECONDS = 5.0
 """How long a reading of Redis's clock is carried forward on the local monotonic clock before a lookup reads it again.
 Ages are informational: the error is half a round trip plus the clocks' drift over this time."""
+
+GIVE_UP_FACTOR = 20
+"""A Redis call is abandoned after this many times `redis_timeout_seconds` in all, however late the loop was."""
+LAG_SAMPLES_PER_TIMEOUT = 40
+"""Heartbeats of the loop-lag measure per `redis_timeout_seconds` (infra/loop_lag.py): under a loop whose every turn
+is late, a call still has about 27 turns to read its answer before Redis is blamed."""
+
+_TIMEOUTS = (TimeoutError, RedisTimeoutError)
+
+
+def give_up_after(settings: Settings) -> float:
+    return settings.redis_timeout_seconds * GIVE_UP_FACTOR
+
+
+def client(settings: Settings) -> Redis:
+    """The cache's Redis client: its own socket timeouts never end a call before the cache's deadline does."""
+    return ck.connect(settings, timeout=give_up_after(settings) + settings.redis_timeout_seconds)
+
 
 _LOOKUP = """
 local epoch = redis.call('GET', KEYS[1])
@@ -242,8 +268,11 @@ class QueryCache:
         # A tag is its kind's two-character prefix and an id (infra/cache_keys.py).
         self._max_tag_chars = settings.cache_max_id_chars + len(ck.BATCH_TAG)
         self._max_tags = settings.cache_max_tags
-        # Socket timeouts bound each phase of a call; this bounds the whole call (connect + command) as a backstop.
-        self._deadline = settings.redis_timeout_seconds * 2 + 0.05
+        # A call (connect and command) fails Redis once the loop was on time for this long without an answer, and
+        # is abandoned, failing nobody, after `_give_up_after` in all: a busy loop is not a slow Redis.
+        self._timeout = settings.redis_timeout_seconds
+        self._give_up_after = give_up_after(settings)
+        self._lag = LoopLag(interval=self._timeout / LAG_SAMPLES_PER_TIMEOUT)
         # One failure opens it: a dead Redis then costs nothing per request, and one trial call per period probes it.
         self._breaker = CircuitBreaker(threshold=1, reset_after=pause_after_error)
         self._lookup_script = redis.register_script(_LOOKUP)
@@ -255,7 +284,7 @@ class QueryCache:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryCache:
-        return cls(ck.connect(settings), settings)
+        return cls(client(settings), settings)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -384,8 +413,9 @@ class QueryCache:
         """One Redis call under the breaker and the deadline; raises _Unavailable if skipped or failed."""
         if not self._breaker.allow():
             raise _Unavailable
+        deadline = self._lag.deadline(self._timeout, self._give_up_after)
         try:
-            async with asyncio.timeout(self._deadline):
+            async with deadline:
                 if not self._healthy:
                     await self._forget_entries_from_before_the_outage()
                 result = await call()
@@ -393,12 +423,15 @@ class QueryCache:
             # Every connection of this process is busy (ck.MAX_CONNECTIONS): a local limit, not a sign that Redis is
             # down. Only this call goes without the cache; opening the circuit would switch the cache off for every
             # request under exactly the load it is for, and change the epoch after it.
-            ck.ERRORS.labels("api", op).inc()
-            if self._breaker.is_open:
-                self._breaker.record_failure()  # a trial call must still end its trial
+            self._gave_up(op, exc)
             raise _Unavailable from exc
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(op, exc)
+            if isinstance(exc, _TIMEOUTS) and not deadline.other_side_slow:
+                # Our own loop was too late to read the answer: the same local matter as above.
+                ck.LOCAL_TIMEOUTS.labels(op).inc()
+                self._gave_up(op, exc)
+            else:
+                self._failed(op, exc)
             raise _Unavailable from exc
         except BaseException:
             if self._breaker.is_open:
@@ -407,6 +440,12 @@ class QueryCache:
             raise
         self._succeeded()
         return result
+
+    def _gave_up(self, op: str, exc: BaseException) -> None:
+        """A call that failed for this process's own reasons: only it goes without the cache."""
+        ck.ERRORS.labels("api", op).inc()
+        if self._breaker.is_open:
+            self._breaker.record_failure()  # a trial call must still end its trial
 
     async def _forget_entries_from_before_the_outage(self) -> None:
         """Change the epoch before the first call that follows a failure.

@@ -146,9 +146,10 @@ class CacheLayout:
         return [key for tag in sorted(tags) for key in (self.index(tag), self.seq(tag))]
 
 
-def connect(settings: Settings) -> Redis:
-    """A Redis client that fails fast: short socket timeouts and no retries, so an outage costs one timeout."""
-    timeout = settings.redis_timeout_seconds
+def connect(settings: Settings, *, timeout: float | None = None) -> Redis:
+    """A Redis client that fails fast: short socket timeouts (`timeout`, by default `redis_timeout_seconds`) and no
+    retries, so an outage costs one timeout."""
+    timeout = settings.redis_timeout_seconds if timeout is None else timeout
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=timeout,
@@ -176,6 +177,12 @@ STORES = Counter(
 EVICTIONS = Counter("ras_cache_evictions_total", "Tags evicted by the consumer, by tag kind.", ["tag_kind"])
 ENTRIES_EVICTED = Counter("ras_cache_entries_evicted_total", "Cached results deleted by evictions.")
 ERRORS = Counter("ras_cache_errors_total", "Failed Redis calls, by side (api, consumer) and operation.", ["side", "op"])
+LOCAL_TIMEOUTS = Counter(
+    "ras_cache_local_timeouts_total",
+    "Redis calls the API abandoned because its own event loop was too late to read the answer in time (also in "
+    "ras_cache_errors_total; they open no breaker and change no epoch), by operation.",
+    ["op"],
+)
 EPOCH_BUMPS = Counter("ras_cache_epoch_bumps_total", "Cache epoch changes made by the consumer.")
 REDIS_UP = Gauge("ras_cache_redis_up", "1 while this process's last Redis call succeeded.", ["side"])
 WRITES_REFUSED = Gauge(

@@ -181,7 +181,11 @@ class Settings(BaseSettings):
         "that read more is answered but not stored. A page of 100 batches reads 101.",
     )
     redis_timeout_seconds: float = Field(
-        default=0.1, gt=0, description="Socket timeout of Redis calls; past it the cache is skipped (fail-open)."
+        default=0.1,
+        gt=0,
+        description="How long Redis may take to answer a call before the cache is skipped (fail-open). The API counts "
+        "only the time its event loop was on time (a busy API is not a slow Redis) and gives a call up after 20 times "
+        "this in all without blaming Redis; the consumer uses it as its socket timeout.",
     )
     live_updates_enabled: bool = Field(
         default=True,

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from app.cache import Executed, QueryCache
+from app.cache import client as cache_client
 from consumer.apply import Applied
 from consumer.eviction import Evictor
 from infra import cache_keys as ck
@@ -40,7 +41,7 @@ def cache_settings(redis_url: str, **changes: Any) -> Settings:
 def pair(
     settings: Settings, *, pause_after_error: float = 1.0, retry_interval: float = 1.0
 ) -> tuple[QueryCache, Evictor]:
-    cache = QueryCache(ck.connect(settings), settings, pause_after_error=pause_after_error)
+    cache = QueryCache(cache_client(settings), settings, pause_after_error=pause_after_error)
     return cache, Evictor(ck.connect(settings), settings, retry_interval=retry_interval)
 
 

@@ -1,15 +1,21 @@
 """A TCP proxy in front of Redis that can be cut: the network partition a kill cannot simulate (Redis keeps its data
-while a client's commands are lost)."""
+while a client's commands are lost). It can also hold every reply back for a while: a slow Redis, or a slow network,
+as seen from a client whose own loop is idle."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: Callable[[], float] = lambda: 0.0
+) -> None:
     try:
         while data := await reader.read(65_536):
+            if pause := delay():
+                await asyncio.sleep(pause)
             writer.write(data)
             await writer.drain()
     finally:
@@ -18,7 +24,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 class Proxy:
     """Forwards 127.0.0.1:{port} to the target. `cut()` drops open connections and black-holes new ones (they are
-    accepted and never answered, so clients hit their timeouts); `heal()` forwards again."""
+    accepted and never answered, so clients hit their timeouts); `heal()` forwards again. `delay(seconds)` holds each
+    chunk of Redis's replies back that long from then on (0: forward at once)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
@@ -26,6 +33,7 @@ class Proxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._healed = asyncio.Event()
         self._healed.set()
+        self._delay = 0.0
 
     @property
     def url(self) -> str:
@@ -42,6 +50,9 @@ class Proxy:
 
     def heal(self) -> None:
         self._healed.set()
+
+    def delay(self, seconds: float) -> None:
+        self._delay = seconds
 
     async def close(self) -> None:
         self._healed.set()
@@ -63,7 +74,9 @@ class Proxy:
                 return
             up_reader, up_writer = await asyncio.open_connection(*self._target)
             self._writers.add(up_writer)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True)
+            await asyncio.gather(
+                _pipe(reader, up_writer), _pipe(up_reader, writer, lambda: self._delay), return_exceptions=True
+            )
         except OSError:
             pass
         finally:

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cache import Executed, QueryCache
+from app.cache import client as cache_client
 from consumer.apply import Applied
 from consumer.eviction import Evictor
 from consumer.runner import ConsumerLoop
@@ -206,7 +207,7 @@ async def test_redis_killed_hung_and_restarted_mid_run_serves_correct_data_throu
     engine: AsyncEngine, database_url: str, kafka_bootstrap: str, server: RedisProcess
 ) -> None:
     settings = consumer_settings(database_url, kafka_bootstrap, server.url)
-    cache = QueryCache(ck.connect(settings), settings, pause_after_error=0.2)
+    cache = QueryCache(cache_client(settings), settings, pause_after_error=0.2)
     evictor = Evictor(ck.connect(settings), settings, retry_interval=0.2)
     x, y = Batch("alice", essays=3), Batch("bob", essays=3)
     views = {

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError
 
 from app.cache import Executed, QueryCache
+from app.cache import client as cache_client
 from consumer.eviction import Evictor
 from devstack.redis import RedisProcess
 from infra import cache_keys as ck
@@ -76,7 +77,7 @@ async def test_killed_redis_is_bypassed_then_not_even_tried_and_the_cache_comes_
     server: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = cache_settings(server.url)
-    client = ck.connect(settings)
+    client = cache_client(settings)
     cache = QueryCache(client, settings, pause_after_error=0.3)
     evictor = Evictor(ck.connect(settings), settings, retry_interval=0.2)
     attempts = Attempts(client, monkeypatch)
@@ -115,7 +116,7 @@ async def test_killed_redis_is_bypassed_then_not_even_tried_and_the_cache_comes_
 
 async def test_hung_redis_costs_one_timeout_then_nothing(server: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = cache_settings(server.url)
-    client = ck.connect(settings)
+    client = cache_client(settings)
     cache = QueryCache(client, settings, pause_after_error=0.3)
     evictor = Evictor(ck.connect(settings), settings)
     attempts = Attempts(client, monkeypatch)
@@ -142,6 +143,39 @@ async def test_hung_redis_costs_one_timeout_then_nothing(server: RedisProcess, m
     finally:
         await cache.aclose()
         await evictor.aclose()
+
+
+async def test_a_slow_redis_still_fails_open_and_the_cache_comes_back(
+    redis_url: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis answers, but later than the timeout, while this process's loop is idle: that is Redis's slowness, not
+    ours. The call fails, the breaker opens, and once Redis is fast again the first call changes the epoch."""
+    settings = cache_settings(redis_url, redis_timeout_seconds=0.5)
+    client = cache_client(settings.model_copy(update={"redis_url": proxy.url}))
+    cache = QueryCache(client, settings, pause_after_error=0.2)
+    attempts = Attempts(client, monkeypatch)
+    source = Source(values={"X": "v1"})
+    try:
+        await cache.fetch(KEY_X, batch(source, "X"))
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("hit", "v1")
+        proxy.delay(5.0)  # ten timeouts
+        delta = Delta()
+        tried = attempts.count
+        async with asyncio.timeout(HANG_GUARD_SECONDS):
+            assert await fetched(cache, KEY_X, batch(source, "X")) == ("bypass", "v1")
+        assert delta("ras_cache_errors_total", side="api", op="lookup") == 1
+        assert delta("ras_cache_local_timeouts_total", op="lookup") == 0
+        assert sample("ras_cache_redis_up", side="api") == 0
+        assert (await fetched(cache, KEY_X, batch(source, "X")))[0] == "bypass"
+        assert attempts.count == tried + 1, "the breaker is open: the next request does not even try"
+        proxy.delay(0.0)
+        await asyncio.sleep(0.2)
+        # Evictions may have been lost while Redis was slow: the first call after it changes the epoch.
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("miss", "v1")
+        assert await fetched(cache, KEY_X, batch(source, "X")) == ("hit", "v1")
+        assert sample("ras_cache_redis_up", side="api") == 1
+    finally:
+        await cache.aclose()
 
 
 async def test_a_reader_from_before_a_restart_never_stores(server: RedisProcess) -> None:
@@ -180,7 +214,7 @@ async def test_evictions_lost_in_a_partition_are_made_up_by_an_epoch_change(redi
     """Only the consumer loses Redis; Redis keeps every entry. Once the consumer reaches it again, nothing stored
     before is served: the background retry changes the epoch even if no further event arrives."""
     settings = cache_settings(redis_url)
-    cache = QueryCache(ck.connect(settings), settings)
+    cache = QueryCache(cache_client(settings), settings)
     evictor = Evictor(ck.connect(settings.model_copy(update={"redis_url": proxy.url})), settings, retry_interval=0.2)
     source = Source(values={"X": "old", "Y": "y"})
     try:
@@ -216,7 +250,7 @@ async def test_an_api_back_before_the_consumer_serves_nothing_from_before_the_ou
     monkeypatch.setattr(Evictor, "_retry", no_background_retry)  # the consumer stays behind
     settings = cache_settings(redis_url)
     through_proxy = settings.model_copy(update={"redis_url": proxy.url})
-    cache = QueryCache(ck.connect(through_proxy), settings, pause_after_error=0.1)
+    cache = QueryCache(cache_client(through_proxy), settings, pause_after_error=0.1)
     evictor = Evictor(ck.connect(through_proxy), settings, retry_interval=0.1)
     source = Source(values={"X": "old"})
     try:
@@ -244,7 +278,7 @@ async def test_the_next_eviction_carries_the_pending_epoch_change(
 
     monkeypatch.setattr(Evictor, "_retry", no_background_retry)
     settings = cache_settings(redis_url)
-    cache = QueryCache(ck.connect(settings), settings)
+    cache = QueryCache(cache_client(settings), settings)
     to_redis = ck.connect(settings.model_copy(update={"redis_url": proxy.url}))
     # The pause after a failure (the retry interval) is a thousand times the next statement's distance from it.
     evictor = Evictor(to_redis, settings, retry_interval=1.0)
@@ -329,7 +363,7 @@ async def test_running_out_of_connections_is_not_an_outage(redis_url: str, monke
     """Past ck.MAX_CONNECTIONS concurrent calls (200 clients on one API process reach it), a call fails at once:
     that call goes without the cache, and the others keep it: no circuit opened, no epoch change."""
     settings = cache_settings(redis_url)
-    client = ck.connect(settings)
+    client = cache_client(settings)
     cache = QueryCache(client, settings)
     evictor = Evictor(ck.connect(settings), settings)
     source = Source(values={"X": "v"})
@@ -356,7 +390,7 @@ async def test_a_cancelled_trial_call_does_not_leave_the_cache_switched_off(
 ) -> None:
     # The trial call is cancelled right after it began, long before its timeout (a second) could end it.
     settings = cache_settings(server.url)
-    client = ck.connect(settings)
+    client = cache_client(settings)
     cache = QueryCache(client, settings, pause_after_error=0.2)
     evictor = Evictor(ck.connect(settings), settings)
     attempts = Attempts(client, monkeypatch)

@@ -22,6 +22,7 @@ from redis.exceptions import OutOfMemoryError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cache import QueryCache
+from app.cache import client as cache_client
 from app.main import create_app
 from consumer.eviction import Evictor
 from devstack.redis import RedisProcess
@@ -43,7 +44,7 @@ class Api:
     """One API instance: its own app and its own QueryCache, as one `ras serve` process has."""
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self.cache = QueryCache(ck.connect(settings), settings, pause_after_error=0.05)
+        self.cache = QueryCache(cache_client(settings), settings, pause_after_error=0.05)
         app = create_app(settings, engine=engine, cache=self.cache)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
