@@ -7,7 +7,9 @@
 * nodes: the list items a query may ask for, each connection's `first` multiplied through its nesting and summed
   over aliases and fragment spreads (`batches(first: 100) { essays(first: 1000) }` is 100,100). Page sizes alone
   bound one list, not thirty aliased copies of it nested in each other; this is checked before execution, with the
-  variables' values, so a refused query reads nothing.
+  variables' values, so a refused query reads nothing;
+* entities: the representations a federation gateway passes to `_entities` (RAS_MAX_ENTITY_REPRESENTATIONS), checked
+  with the nodes; each is a list item too, so connections nested under `_entities` multiply by their number.
 
 String arguments holding U+0000 are refused too: PostgreSQL text cannot store it, so no id can match, and the
 database would answer such a parameter with an error rather than with "nothing found".
@@ -42,6 +44,7 @@ class ApiLimits:
     essays_page_default: int = 100
     essays_page_max: int = 1_000
     max_nodes: int = 150_000
+    max_entities: int = 1_000
     introspection: bool = True
     graphiql: bool = True
     # app/graphql/execution.py's fast path (checked at start-up, see app/graphql/schema.py), or Strawberry's stock
@@ -59,6 +62,7 @@ def limits_from(settings: Settings) -> ApiLimits:
         batches_page_max=settings.max_page_size,
         essays_page_max=settings.max_essays_page_size,
         max_nodes=settings.max_query_nodes,
+        max_entities=settings.max_entity_representations,
         essays_page_default=min(100, settings.max_essays_page_size),
         batches_page_default=min(DEFAULT_BATCHES_PAGE, settings.max_page_size),
         introspection=settings.introspection,

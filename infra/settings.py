@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     max_essays_page_size: int = Field(
         default=1_000, ge=1, description="Largest `first` of a batch's essays (a whole class fits one page)."
     )
+    max_entity_representations: int = Field(
+        default=1_000,
+        ge=1,
+        description="Most representations one federation `_entities` field may be given (a gateway fetching Batch "
+        "or Essay entities by id); more are refused with LIMIT_EXCEEDED before anything is read.",
+    )
     max_query_length: int = Field(default=20_000, ge=100, description="Most characters a query document may have.")
     max_query_nodes: int = Field(
         default=150_000,

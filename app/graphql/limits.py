@@ -1,7 +1,7 @@
 """How a GraphQL document is held to the API's limits (app/limits.py describes them), each refused with
 LIMIT_EXCEEDED before anything executes: validation rules for depth, aliases and introspection; `ParseLimits`, which
 has the parser stop at the length and token limits; and `operation_refusal`, the checks that need the variables'
-values (the node limit, NUL characters in string arguments).
+values (the node limit, the representations of federation's `_entities`, NUL characters in string arguments).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from graphql.language import Visitor, visit
 from strawberry.extensions import SchemaExtension
 
 from app.errors import BAD_USER_INPUT, FORBIDDEN, LIMIT_EXCEEDED
+from app.graphql import entities
 from app.limits import ApiLimits
 
 
@@ -117,9 +118,18 @@ def alias_rule(max_aliases: int) -> type[ValidationRule]:
 
 
 class IntrospectionDisabled(ValidationRule):
+    """Refuses what spells out the schema: introspection, and federation's `_service { sdl }` (a gateway composes
+    from schema.graphql instead, docs/gateway.md)."""
+
     def enter_field(self, node: FieldNode, *_: Any) -> None:
         if node.name.value in ("__schema", "__type"):
             message = "Introspection is disabled on this server (RAS_INTROSPECTION_ENABLED)."
+            self.report_error(GraphQLError(message, node, extensions={"code": FORBIDDEN}))
+        elif node.name.value == "_service":
+            message = (
+                "_service (the subgraph SDL) is disabled with introspection on this server (RAS_INTROSPECTION_ENABLED);"
+                " compose from the release's schema.graphql."
+            )
             self.report_error(GraphQLError(message, node, extensions={"code": FORBIDDEN}))
 
 
@@ -183,7 +193,8 @@ _CONNECTIONS = ("batches", "essays")
 
 class _NodeCounter:
     """Counts the list items an operation may return: a connection's `first` (its default when omitted, clamped to
-    0..maximum since the resolver refuses more anyway) times the items of the connections around it."""
+    0..maximum since the resolver refuses more anyway) times the items of the connections around it; `_entities`
+    returns one item per representation, which it keeps for `operation_refusal` to check."""
 
     def __init__(
         self, limits: ApiLimits, fragments: dict[str, FragmentDefinitionNode], operation: OperationDefinitionNode
@@ -196,6 +207,7 @@ class _NodeCounter:
             if isinstance(default, IntValueNode):
                 self.variables[definition.variable.name.value] = int(default.value)
         self._per_fragment: dict[str, int] = {}
+        self.representations: list[Any] = []
 
     def _first(self, node: FieldNode, name: str) -> int:
         if name == "batches":
@@ -225,6 +237,11 @@ class _NodeCounter:
                 name = node.name.value
                 if name in _CONNECTIONS:
                     items = multiplier * self._first(node, name)
+                    total += items + self.count(node.selection_set, items)
+                elif name == entities.ENTITIES_FIELD:
+                    given = entities.representations(node, self.variables)
+                    self.representations += given
+                    items = multiplier * len(given)
                     total += items + self.count(node.selection_set, items)
                 else:
                     total += self.count(node.selection_set, multiplier)
@@ -281,10 +298,21 @@ def operation_refusal(
     counter = _NodeCounter(limits, fragments, operation)
     counter.variables.update(variables)
     nodes = counter.count(operation.selection_set, 1)
+    given = counter.representations
+    if len(given) > limits.max_entities:
+        message = (
+            f"_entities is given {len(given)} representations; the limit is {limits.max_entities} "
+            "(RAS_MAX_ENTITY_REPRESENTATIONS). Fetch them in smaller groups."
+        )
+        return _limit_error(message, limits.max_entities, operation)
     if nodes > limits.max_nodes:
         message = (
             f"Query may return {nodes} list items (each connection's `first` multiplied through its nesting); "
             f"the limit is {limits.max_nodes}. Ask for smaller pages."
         )
         return _limit_error(message, limits.max_nodes, operation)
+    for index, representation in enumerate(given):
+        problem = entities.problem(index, representation)
+        if problem is not None:
+            return GraphQLError(problem, operation, extensions={"code": BAD_USER_INPUT})
     return None

@@ -110,6 +110,18 @@ async def projection(info: Info) -> PositionsView:
     return await info.context.loaders.projection.load(PROJECTION)
 
 
+# --- federation entities (app/graphql/entities.py) -----------------------------------------------------------------
+# Strawberry calls these once per representation; the loads of one `_entities` field are answered together.
+
+
+def batch_reference(info: Info, id: str) -> Awaitable[BatchRow | None]:
+    return info.context.loaders.batch.load(id)
+
+
+def essay_reference(info: Info, id: str) -> Awaitable[EssayRow | None]:
+    return info.context.loaders.essay.load(id)
+
+
 # --- Batch ------------------------------------------------------------------------------------------------------
 
 

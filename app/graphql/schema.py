@@ -1,6 +1,9 @@
 """The GraphQL schema: the Query root, its limits and error handling.
 
-`schema.graphql` at the repository root is this schema's SDL; regenerate it after a change with
+It is an Apollo Federation 2 subgraph (Strawberry's federation schema): Batch and Essay are entities keyed by `id`
+(app/graphql/entities.py), and Query has federation's `_entities` and `_service` besides its own fields.
+`schema.graphql` at the repository root is this schema's SDL, exactly what `_service { sdl }` answers, and what a
+supergraph is composed from (docs/gateway.md); regenerate it after a change with
 
     .venv/bin/python -m app.graphql.schema > schema.graphql
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import strawberry
 import structlog
@@ -26,6 +29,7 @@ from app import metrics
 from app.graphql import resolvers
 from app.graphql.consistency import ConsistencyGate, consistent
 from app.graphql.documents import DocumentCache, Documents
+from app.graphql.entities import REPRESENTATION_SCALAR
 from app.graphql.enums import LONG_SCALAR, Long
 from app.graphql.errors import ErrorShaping
 from app.graphql.limits import IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
@@ -109,7 +113,11 @@ def _announce(executor: Executor) -> None:
     )
 
 
-class Schema(strawberry.Schema):
+FEDERATION_VERSION: Literal["2.0"] = "2.0"
+"""The oldest Federation 2 version: `@key` is all this subgraph uses, and every Federation 2 gateway composes it."""
+
+
+class Schema(strawberry.federation.Schema):
     executor: Executor
 
     def process_errors(self, errors: list[Any], execution_context: ExecutionContext | None = None) -> None:
@@ -184,11 +192,14 @@ def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> S
     schema = Schema(
         query=Query,
         subscription=Subscription,
-        directives=[consistent],
+        # Strawberry's federation schema annotates these as classes; it takes directives as the base schema does.
+        directives=[cast(type, consistent)],
         types=list(PHASE_RESULT_TYPES),
         extensions=extensions,
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         execution_context_class=executor.context_class,  # app/graphql/execution.py: large answers' fast path
+        federation_version=FEDERATION_VERSION,
+        scalar_overrides=REPRESENTATION_SCALAR,
     )
     schema.executor = executor
     return schema

@@ -16,10 +16,11 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.graphql import connections, resolvers
+from app.graphql.entities import KEY
 from app.graphql.enums import BatchClientStatus, BatchStatus, Long, PhaseName, ProcessingStage
 from app.graphql.execution import ignores_info
 from app.reads import status
-from db.rows import PhaseResultRow
+from db.rows import BatchRow, EssayRow, PhaseResultRow
 
 BatchRef = Annotated["Batch", strawberry.lazy("app.graphql.types")]
 
@@ -168,8 +169,21 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(description="Cursor of the last item; null on an empty page.")
 
 
-@strawberry.type(description="An essay slot of a batch, with the results of each phase.")
+def _row_is(row_type: type) -> Any:
+    """A federation entity's `is_type_of`: `_entities` returns rows, and the row's class tells the type."""
+
+    @ignores_info
+    def is_type_of(cls: type, obj: Any, info: Any) -> bool:
+        return isinstance(obj, row_type)
+
+    return classmethod(is_type_of)
+
+
+@strawberry.federation.type(keys=[KEY], description="An essay slot of a batch, with the results of each phase.")
 class Essay:
+    is_type_of = _row_is(EssayRow)
+    resolve_reference = staticmethod(resolvers.essay_reference)
+
     essay_id: strawberry.ID = strawberry.field(name="id", description="The essay id (assigned by the platform).")
     batch_id: str | None = strawberry.field(
         description="The batch the essay belongs to; null until an event links it to one."
@@ -219,8 +233,11 @@ class EssayConnection:
     )
 
 
-@strawberry.type(description="A teacher's batch of essays and where its processing stands.")
+@strawberry.federation.type(keys=[KEY], description="A teacher's batch of essays and where its processing stands.")
 class Batch:
+    is_type_of = _row_is(BatchRow)
+    resolve_reference = staticmethod(resolvers.batch_reference)
+
     batch_id: strawberry.ID = strawberry.field(name="id", description="The batch id.")
     user_id: str = strawberry.field(description="The teacher who registered the batch.")
     assignment_id: str | None = strawberry.field(description="The assignment, once the CJ assessment named it.")

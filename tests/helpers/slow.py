@@ -20,6 +20,7 @@ SLOW = (
     "tests/app/test_auth.py",
     "tests/app/test_health.py",
     "tests/app/test_http_guards.py",
+    "tests/app/graphql/test_composition.py",
     "tests/app/graphql/test_http_audit.py",
     "tests/app/graphql/test_production_mode.py",
     "tests/app/live/test_graphiql_live.py",

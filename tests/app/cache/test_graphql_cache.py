@@ -139,6 +139,43 @@ async def test_scoped_entries_never_leak_across_users(engine: AsyncEngine, stack
     assert cache_status(await api.query(BATCH, {"id": batch_id}, user="mallory")) == "hit"
 
 
+ENTITIES = """query($representations: [_Any!]!) {
+  _entities(representations: $representations) {
+    ... on Batch { id processingStartedAt }
+    ... on Essay { id spellcheck { status } }
+  }
+}"""
+
+
+async def test_an_entities_answer_is_scoped_per_user_and_evicted_by_its_batches_events(
+    engine: AsyncEngine, stack: Stack
+) -> None:
+    api, evictor = stack.api, stack.evictor
+    x, x_essays, x_messages = new_batch("alice")
+    y, _, y_messages = new_batch("bob")
+    await commit_and_evict(engine, evictor, x_messages + y_messages)
+    asked = {"representations": [{"__typename": "Batch", "id": x}, {"__typename": "Essay", "id": x_essays[0]}]}
+    other = {"representations": [{"__typename": "Batch", "id": y}]}
+
+    first = await api.query(ENTITIES, asked, user="alice")
+    assert cache_status(first) == "miss"
+    before = [{"id": x, "processingStartedAt": None}, {"id": x_essays[0], "spellcheck": None}]
+    assert first["data"]["_entities"] == before
+    assert cache_status(await api.query(ENTITIES, asked, user="alice")) == "hit"
+    foreign = await api.query(ENTITIES, asked, user="mallory")
+    assert (cache_status(foreign), foreign["data"]["_entities"]) == ("miss", [None, None])
+    assert cache_status(await api.query(ENTITIES, other, user="bob")) == "miss"
+
+    spelled = spellchecked("gen2", x, x_essays[0], True, 2, EPOCH + timedelta(seconds=100))
+    await commit_and_evict(engine, evictor, [spelled])
+
+    after = await api.query(ENTITIES, asked, user="alice")
+    assert cache_status(after) == "miss"
+    batch, essay = after["data"]["_entities"]
+    assert batch["processingStartedAt"] is not None and essay["spellcheck"] is not None, "the event shows"
+    assert cache_status(await api.query(ENTITIES, other, user="bob")) == "hit", "bob's batch did not change"
+
+
 async def test_errors_and_projection_reads_are_never_stored(engine: AsyncEngine, stack: Stack) -> None:
     api = stack.api
     for query in ("{ batch(id: 1) { nope } }", "{ projection { totalLag } }"):

@@ -138,6 +138,7 @@ MIRRORED = (
     "test_batches",
     "test_errors",
     "test_essay",
+    "test_federation",
     "test_limits",
     "test_projection",
     "test_statement_count",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,40 +25,18 @@ from infra import cache_keys as ck
 from tests.app.graphql.conftest import AUTH, settings_for
 from tests.app.graphql.served import served
 from tests.helpers.cache import cache_settings
+from tests.helpers.npm import installed
 
 AUDIT_SCRIPT = Path(__file__).with_name("graphql_http_audit.cjs")
 PACKAGES = ("graphql-http@1.23.1", "graphql@16.11.0")
-# Guards against a hang only (an install or an audit that never ends), never a measure of speed.
-INSTALL_GUARD_SECONDS = 300
+# Guards against a hang only (an audit that never ends), never a measure of speed.
 AUDIT_GUARD_SECONDS = 300
-
-
-def _node_major(node: str) -> int:
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
-    return int(version.strip().lstrip("v").split(".")[0])
 
 
 @pytest.fixture(scope="session")
 def graphql_http(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """node and an npm prefix holding graphql-http; skips when either is missing or npm cannot install."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("needs node and npm (graphql-http's audit is a node package)")
-    if _node_major(node) < 18:
-        pytest.skip("needs node 18 or later (the audit uses the global fetch)")
-    prefix = tmp_path_factory.mktemp("graphql-http")
-    try:
-        installed = subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--no-save", *PACKAGES],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_GUARD_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip("npm install of graphql-http did not finish (registry unreachable?)")
-    if installed.returncode != 0:
-        pytest.skip(f"npm install of graphql-http failed (registry unreachable?): {installed.stderr[-500:]}")
-    return node, prefix
+    """node and an npm prefix holding graphql-http (the audit uses node 18's global fetch)."""
+    return installed(tmp_path_factory, "graphql-http", PACKAGES, min_node=18)
 
 
 @pytest.fixture
