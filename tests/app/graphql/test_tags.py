@@ -47,3 +47,16 @@ async def test_essay_and_projection_reads(engine: AsyncEngine, gen2: None) -> No
     assert not missing.tags.cacheable  # it may appear under a batch no tag names yet
     projection = await _run(engine, "{ projection { totalLag } }")
     assert not projection.tags.cacheable
+
+
+async def test_entities_are_tagged_as_batch_and_essay_reads(engine: AsyncEngine, gen2: None) -> None:
+    entities = "{ _entities(representations: [%s]) { __typename } }"
+    batch = '{__typename: "Batch", id: "%s"}'
+    essay = '{__typename: "Essay", id: "%s"}'
+    found = await _run(engine, entities % f"{batch % 'nope'}, {essay % 'bb52cb47-ff0d-5c47-86ea-11c46b2b904a'}")
+    assert found.read_batches == {"nope", FIXTURE_BATCH}  # the essay's batch, and the batch asked for
+    assert found.tags.cacheable
+    foreign = await _run(engine, entities % (batch % FIXTURE_BATCH), user="someone-else")
+    assert foreign.read_batches == {FIXTURE_BATCH} and foreign.tags.cacheable  # null, evicted with the batch
+    missing = await _run(engine, entities % (essay % "nope"))
+    assert not missing.tags.cacheable
