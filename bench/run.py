@@ -32,6 +32,7 @@ from bench.common import Context, Result, Servers, table
 SCENARIOS: dict[str, str] = {
     "R1": "bench.r1_cached",
     "R2": "bench.r2_r3_uncached",
+    "R4": "bench.r4_rest_uncached",
     "F1": "bench.f1_freshness",
     "W1": "bench.w1_projection",
 }

@@ -1,12 +1,16 @@
 """Every query the read APIs run, each set-based: one statement answers any number of ids.
 
-Results come back as the rows of db/rows.py. JSON columns are parsed here into typed parts (error details, phase
-outcomes, the prompt reference) and also kept raw for callers that return them as stored. The filters a list view
-passes in (`BatchQuery`, `StatusMatch`, `PhaseFilter`, `BatchCursor`) are defined here, beside the conditions they
-become.
+Results come back as the rows of db/rows.py, their JSON columns parsed into typed parts (db/json_columns.py) and
+also kept raw for callers that return them as stored. The filters a list view passes in (`BatchQuery`,
+`StatusMatch`, `PhaseFilter`, `BatchCursor`) are defined here, beside the conditions they become.
 
-Id lists travel as one array parameter (`= ANY(:ids)`), so the statement text and its parameter count stay the same
-whatever the number of ids.
+Statements are built once per filter shape (which conditions a view has, never their values) and compiled once
+(db/prepared.py): a request binds parameters and builds nothing. Id lists travel as one array parameter
+(`= ANY(:ids)`), so the statement text stays the same whatever the number of ids. Reads a level of a GraphQL query
+would send separately are fused where they read the same rows: an essay page comes with its essays' results.
+
+One module of ~550 lines rather than several: every statement shares the column lists, the filter conditions and
+the positional row builders below, which would otherwise become a second, private interface between modules.
 """
 
 from __future__ import annotations
@@ -14,40 +18,46 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
-    Row,
+    FromClause,
+    Integer,
     Select,
     Text,
+    all_,
     and_,
     any_,
     bindparam,
+    cast,
     false,
     func,
+    literal,
+    literal_column,
+    null,
     or_,
     select,
     true,
     tuple_,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.json_columns import error_detail, phase_outcomes, prompt_reference
+from db.prepared import Prepared
 from db.rows import (
     BatchRow,
-    ErrorDetail,
     EssayRow,
-    Json,
     Page,
-    PhaseOutcome,
     PhaseProgress,
     PhaseResultRow,
     PositionRow,
     PositionsView,
-    StorageRef,
 )
-from db.tables import Base
+from db.tables import Base, Timestamp
 
 _BATCHES = Base.metadata.tables["batches"]
 _ESSAYS = Base.metadata.tables["essays"]
@@ -94,74 +104,10 @@ class PhaseFilter:
     missing: bool = False
 
 
-# --- parsing of JSON columns ------------------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _instant(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def error_detail(raw: Json | None) -> ErrorDetail | None:
-    if not isinstance(raw, dict):
-        return None
-    return ErrorDetail(
-        error_code=_text(raw.get("error_code")),
-        message=_text(raw.get("message")),
-        correlation_id=_text(raw.get("correlation_id")),
-        timestamp=_instant(raw.get("timestamp")),
-        service=_text(raw.get("service")),
-        operation=_text(raw.get("operation")),
-        details=raw.get("details"),
-        stack_trace=_text(raw.get("stack_trace")),
-        trace_id=_text(raw.get("trace_id")),
-        span_id=_text(raw.get("span_id")),
-    )
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def phase_outcomes(phase_stats: Json | None) -> tuple[PhaseOutcome, ...]:
-    outcomes = []
-    for phase, stats in (phase_stats or {}).items():
-        if isinstance(stats, dict):
-            outcomes.append(
-                PhaseOutcome(
-                    phase=phase,
-                    status=str(stats.get("status", "")),
-                    completed_count=_count(stats.get("completed_count")),
-                    failed_count=_count(stats.get("failed_count")),
-                    completed_at=_instant(stats.get("completed_at")),
-                )
-            )
-    return tuple(sorted(outcomes, key=lambda o: (o.completed_at is None, o.completed_at or datetime.min, o.phase)))
-
-
-def prompt_reference(raw: Json | None) -> StorageRef | None:
-    """The student prompt's storage reference: the `student_prompt_text` entry, else the first one."""
-    references = raw.get("references") if isinstance(raw, dict) else None
-    if not isinstance(references, dict) or not references:
-        return None
-    content_type = "student_prompt_text" if "student_prompt_text" in references else next(iter(references))
-    entry = references[content_type]
-    if not isinstance(entry, dict) or not entry:
-        return None
-    # Like the consumer's `first_id`: the helper writes storage_id first, gen 1 writes {"default": id}.
-    storage_id = entry.get("storage_id", next(iter(entry.values())))
-    return StorageRef(content_type, str(storage_id), _text(entry.get("path")) or None)
-
-
 # --- statements -----------------------------------------------------------------------------------------------------
+#
+# Every statement is built once (per filter shape: which conditions a list view has, never their values) and
+# compiled once (db/prepared.py); a request only binds parameters.
 
 
 def _ids(name: str) -> Any:
@@ -177,6 +123,14 @@ _BATCH_COLUMNS = _columns(_BATCHES, BatchRow)
 _ESSAY_COLUMNS = _columns(_ESSAYS, EssayRow)
 _RESULT_COLUMNS = _columns(_RESULTS, PhaseResultRow)
 _POSITION_COLUMNS = _columns(_POSITIONS, PositionRow)
+_BATCH_WIDTH = len(_BATCH_COLUMNS)
+_ESSAY_WIDTH = len(_ESSAY_COLUMNS)
+_RESULT_WIDTH = len(_RESULT_COLUMNS)
+_BATCH_NAMES = [c.name for c in _BATCH_COLUMNS]
+_BATCH_ERROR = _BATCH_NAMES.index("error_detail")
+_PHASE_STATS = _BATCH_NAMES.index("phase_stats")
+_PROMPT_REF = _BATCH_NAMES.index("student_prompt_ref")
+_RESULT_ERROR = [c.name for c in _RESULT_COLUMNS].index("error_detail")
 
 # Rows are built positionally from those columns plus keyword-only parsed parts; typed loosely for that reason.
 _new_batch: Callable[..., BatchRow] = BatchRow
@@ -184,101 +138,212 @@ _new_essay: Callable[..., EssayRow] = EssayRow
 _new_result: Callable[..., PhaseResultRow] = PhaseResultRow
 
 
-def _batch(row: Row[Any]) -> BatchRow:
+def _batch(row: Sequence[Any]) -> BatchRow:
+    """A batch from its columns (the first of `row`, in BatchRow's field order)."""
     # Parsed parts are derived once per row here rather than on every field access.
     return _new_batch(
-        *row,
-        error=error_detail(row.error_detail),
-        phase_outcomes=phase_outcomes(row.phase_stats),
-        student_prompt=prompt_reference(row.student_prompt_ref),
+        *row[:_BATCH_WIDTH],
+        error=error_detail(row[_BATCH_ERROR]),
+        phase_outcomes=phase_outcomes(row[_PHASE_STATS]),
+        student_prompt=prompt_reference(row[_PROMPT_REF]),
     )
 
 
-def _status_condition(column: Any, match: StatusMatch) -> ColumnElement[bool]:
-    condition: ColumnElement[bool] = column.in_(sorted(match.values)) if match.values else false()
-    if match.unknown:
+def _essays_with_results(rows: Iterable[Sequence[Any]], at: int = 0) -> list[EssayRow]:
+    """Essays from rows holding, from position `at`, the essay columns then the result columns (NULL for an essay
+    without results); an essay's rows are adjacent."""
+    essays: list[EssayRow] = []
+    current: EssayRow | None = None
+    results_at = at + _ESSAY_WIDTH
+    for row in rows:
+        if current is None or row[at] != current.essay_id:
+            current = _new_essay(*row[at:results_at], results={})
+            essays.append(current)
+        if row[results_at] is not None:
+            parts = row[results_at : results_at + _RESULT_WIDTH]
+            detail = parts[_RESULT_ERROR]
+            result = _new_result(*parts) if detail is None else _new_result(*parts, error=error_detail(detail))
+            current.results[result.phase] = result
+    return essays
+
+
+# --- filters as conditions over bind parameters --------------------------------------------------------------------
+
+# A filter's shape: which conditions it has. Statements are built per shape; values are bound per request.
+# A status match's shape: whether it lists values, and what "unknown" adds: nothing, any value, or any unlisted one.
+_MatchShape = tuple[bool, str]
+_QueryShape = tuple[bool, tuple[_MatchShape, ...], bool]
+_FilterShape = tuple[_MatchShape, bool]
+
+
+def _match_shape(match: StatusMatch) -> _MatchShape:
+    unknown = "" if not match.unknown else "unlisted" if match.known else "any"
+    return bool(match.values), unknown
+
+
+def _status_condition(column: Any, shape: _MatchShape, name: str) -> ColumnElement[bool]:
+    """`column` in the match's values (`:{name}_values`), plus what its "unknown" adds (`:{name}_known`)."""
+    has_values, unknown = shape
+    condition: ColumnElement[bool] = column == _ids(f"{name}_values") if has_values else false()
+    if unknown == "unlisted":
+        condition = or_(condition, column != all_(bindparam(f"{name}_known", type_=ARRAY(Text))))
+    elif unknown == "any":
         # With nothing known, "unknown" means any value; still not NULL, which is "no row" after an outer join.
-        condition = or_(condition, column.not_in(sorted(match.known)) if match.known else column.is_not(None))
+        condition = or_(condition, column.is_not(None))
     return condition
 
 
-def _batch_conditions(query: BatchQuery) -> list[ColumnElement[bool]]:
+def _status_params(match: StatusMatch, name: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if match.values:
+        params[f"{name}_values"] = sorted(match.values)
+    if match.unknown and match.known:
+        params[f"{name}_known"] = sorted(match.known)
+    return params
+
+
+def _query_shape(query: BatchQuery) -> _QueryShape:
+    return query.user_id is not None, tuple(map(_match_shape, query.statuses)), query.assignment_id is not None
+
+
+def _query_params(query: BatchQuery) -> dict[str, Any]:
+    params: dict[str, Any] = {"user_id": query.user_id, "assignment_id": query.assignment_id}
+    for i, match in enumerate(query.statuses):
+        params |= _status_params(match, f"status{i}")
+    return params
+
+
+def _batch_conditions(shape: _QueryShape) -> list[ColumnElement[bool]]:
+    has_user, statuses, has_assignment = shape
     conditions: list[ColumnElement[bool]] = []
-    if query.user_id is not None:
-        conditions.append(_BATCHES.c.user_id == query.user_id)
-    conditions.extend(_status_condition(_BATCHES.c.status, match) for match in query.statuses)
-    if query.assignment_id is not None:
-        conditions.append(_BATCHES.c.assignment_id == query.assignment_id)
+    if has_user:
+        conditions.append(_BATCHES.c.user_id == bindparam("user_id", type_=Text))
+    conditions.extend(_status_condition(_BATCHES.c.status, match, f"status{i}") for i, match in enumerate(statuses))
+    if has_assignment:
+        conditions.append(_BATCHES.c.assignment_id == bindparam("assignment_id", type_=Text))
     return conditions
 
 
-async def batches_by_id(conn: AsyncConnection, batch_ids: Sequence[str], user_id: str | None) -> dict[str, BatchRow]:
-    """The batches with the given ids; with `user_id`, only those that user owns."""
-    stmt = select(*_BATCH_COLUMNS).where(_BATCHES.c.batch_id == _ids("ids"))
-    if user_id is not None:
-        stmt = stmt.where(_BATCHES.c.user_id == user_id)
-    result = await conn.execute(stmt, {"ids": list(batch_ids)})
-    return {row.batch_id: _batch(row) for row in result}
+def _filter_shape(phase_filter: PhaseFilter | None) -> _FilterShape | None:
+    return None if phase_filter is None else (_match_shape(phase_filter.statuses), phase_filter.missing)
 
 
-async def batch_page(conn: AsyncConnection, query: BatchQuery, first: int, after: BatchCursor | None) -> Page[BatchRow]:
-    """Up to `first` batches matching `query`, newest first, strictly after the `after` cursor."""
-    order = (_BATCHES.c.created_at, _BATCHES.c.batch_id)
-    stmt = select(*_BATCH_COLUMNS).where(*_batch_conditions(query))
-    if after is not None:
-        stmt = stmt.where(tuple_(*order) < tuple_(after.created_at, after.batch_id))
-    stmt = stmt.order_by(*(c.desc() for c in order)).limit(first + 1)
-    rows = [_batch(row) for row in await conn.execute(stmt)]
-    return Page(rows[:first], len(rows) > first)
-
-
-async def batch_slice(conn: AsyncConnection, query: BatchQuery, limit: int, offset: int) -> list[BatchRow]:
-    """Up to `limit` batches matching `query`, newest first, after skipping `offset` of them.
-
-    The REST shim's offset pagination (its callers send `limit`/`offset`); same order as `batch_page`.
-    """
-    order = (_BATCHES.c.created_at.desc(), _BATCHES.c.batch_id.desc())
-    stmt = select(*_BATCH_COLUMNS).where(*_batch_conditions(query)).order_by(*order).limit(limit).offset(offset)
-    return [_batch(row) for row in await conn.execute(stmt)]
-
-
-async def count_batches(conn: AsyncConnection, query: BatchQuery) -> int:
-    stmt = select(func.count()).select_from(_BATCHES).where(*_batch_conditions(query))
-    return int((await conn.execute(stmt)).scalar_one())
-
-
-def _essay_source(phase_filter: PhaseFilter | None) -> tuple[Any, list[ColumnElement[bool]]]:
-    """The essays table, joined to the filtered phase's results when there is a filter, and the filter's condition."""
+def _filter_params(phase_filter: PhaseFilter | None) -> dict[str, Any]:
     if phase_filter is None:
+        return {}
+    return {"phase": phase_filter.phase} | _status_params(phase_filter.statuses, "stage")
+
+
+def _essay_source(shape: _FilterShape | None) -> tuple[Any, list[ColumnElement[bool]]]:
+    """The essays table, joined to the filtered phase's results when there is a filter, and the filter's condition."""
+    if shape is None:
         return _ESSAYS, []
+    statuses, missing = shape
     found = _RESULTS.alias("filtered")
-    joined = _ESSAYS.outerjoin(found, and_(found.c.essay_id == _ESSAYS.c.essay_id, found.c.phase == phase_filter.phase))
-    condition = _status_condition(found.c.status, phase_filter.statuses)
-    if phase_filter.missing:
+    phase = bindparam("phase", type_=Text)
+    joined = _ESSAYS.outerjoin(found, and_(found.c.essay_id == _ESSAYS.c.essay_id, found.c.phase == phase))
+    condition = _status_condition(found.c.status, statuses, "stage")
+    if missing:
         condition = or_(condition, found.c.essay_id.is_(None))
     return joined, [condition]
 
 
-async def _attach_results(conn: AsyncConnection, rows: Iterable[Row[Any]]) -> list[EssayRow]:
-    """Essay rows with their phase results, read in one more statement for all of them."""
-    essays = [_new_essay(*row, results={}) for row in rows]
-    if essays:
-        stmt = select(*_RESULT_COLUMNS).where(_RESULTS.c.essay_id == _ids("ids"))
-        by_id = {essay.essay_id: essay.results for essay in essays}
-        for row in await conn.execute(stmt, {"ids": list(by_id)}):
-            detail = row.error_detail
-            result = _new_result(*row) if detail is None else _new_result(*row, error=error_detail(detail))
-            by_id[result.essay_id][result.phase] = result
-    return essays
+_LIMIT = bindparam("limit", type_=Integer)
+_OFFSET = bindparam("offset", type_=Integer)
+_ORDER = (_BATCHES.c.created_at.desc(), _BATCHES.c.batch_id.desc())
+
+
+# --- batches --------------------------------------------------------------------------------------------------------
+
+_BATCH_BY_ID = select(*_BATCH_COLUMNS).where(_BATCHES.c.batch_id == _ids("ids"))
+_BATCHES_BY_ID = Prepared(_BATCH_BY_ID)
+_USER_BATCHES_BY_ID = Prepared(_BATCH_BY_ID.where(_BATCHES.c.user_id == bindparam("user_id", type_=Text)))
+
+
+async def batches_by_id(conn: AsyncConnection, batch_ids: Sequence[str], user_id: str | None) -> dict[str, BatchRow]:
+    """The batches with the given ids; with `user_id`, only those that user owns."""
+    prepared = _BATCHES_BY_ID if user_id is None else _USER_BATCHES_BY_ID
+    result = await prepared.run(conn, {"ids": list(batch_ids), "user_id": user_id})
+    return {row[0]: _batch(row) for row in result}
+
+
+@lru_cache(maxsize=128)
+def _batch_page_statement(shape: _QueryShape, after: bool) -> Prepared:
+    stmt = select(*_BATCH_COLUMNS).where(*_batch_conditions(shape))
+    if after:
+        cursor = (bindparam("after_at", type_=Timestamp), bindparam("after_id", type_=Text))
+        stmt = stmt.where(tuple_(_BATCHES.c.created_at, _BATCHES.c.batch_id) < tuple_(*cursor))
+    return Prepared(stmt.order_by(*_ORDER).limit(_LIMIT))
+
+
+async def batch_page(conn: AsyncConnection, query: BatchQuery, first: int, after: BatchCursor | None) -> Page[BatchRow]:
+    """Up to `first` batches matching `query`, newest first, strictly after the `after` cursor."""
+    params = _query_params(query) | {"limit": first + 1}
+    if after is not None:
+        params |= {"after_at": after.created_at, "after_id": after.batch_id}
+    result = await _batch_page_statement(_query_shape(query), after is not None).run(conn, params)
+    rows = [_batch(row) for row in result]
+    return Page(rows[:first], len(rows) > first)
+
+
+@lru_cache(maxsize=128)
+def _count_batches_statement(shape: _QueryShape) -> Prepared:
+    return Prepared(select(func.count()).select_from(_BATCHES).where(*_batch_conditions(shape)))
+
+
+async def count_batches(conn: AsyncConnection, query: BatchQuery) -> int:
+    [(count,)] = await _count_batches_statement(_query_shape(query)).run(conn, _query_params(query))
+    return int(count)
+
+
+# --- essays ---------------------------------------------------------------------------------------------------------
+
+
+def _and_results(essays: Any, source: Any) -> Select[Any]:
+    """The essay columns of `essays` (in `source`), then the columns of their phase results: one row per result, or
+    one with NULL result columns for an essay without any."""
+    results = _RESULTS.alias("result")
+    joined = source.outerjoin(results, results.c.essay_id == essays.c.essay_id)
+    return select(*(essays.c[c.name] for c in _ESSAY_COLUMNS), *_columns(results, PhaseResultRow)).select_from(joined)
+
+
+def _essays_by_id_statement(for_user: bool) -> Prepared:
+    essays = select(*_ESSAY_COLUMNS).where(_ESSAYS.c.essay_id == _ids("ids"))
+    if for_user:
+        owner = _BATCHES.c.user_id == bindparam("user_id", type_=Text)
+        essays = essays.join(_BATCHES, _BATCHES.c.batch_id == _ESSAYS.c.batch_id).where(owner)
+    found = essays.subquery("essay")
+    return Prepared(_and_results(found, found).order_by(found.c.essay_id))
+
+
+_ESSAYS_BY_ID = _essays_by_id_statement(for_user=False)
+_USER_ESSAYS_BY_ID = _essays_by_id_statement(for_user=True)
 
 
 async def essays_by_id(conn: AsyncConnection, essay_ids: Sequence[str], user_id: str | None) -> dict[str, EssayRow]:
     """The essays with the given ids, with their phase results; with `user_id`, only essays of that user's batches."""
-    stmt = select(*_ESSAY_COLUMNS).where(_ESSAYS.c.essay_id == _ids("ids"))
-    if user_id is not None:
-        stmt = stmt.join(_BATCHES, _BATCHES.c.batch_id == _ESSAYS.c.batch_id).where(_BATCHES.c.user_id == user_id)
-    essays = await _attach_results(conn, await conn.execute(stmt, {"ids": list(essay_ids)}))
-    return {essay.essay_id: essay for essay in essays}
+    prepared = _ESSAYS_BY_ID if user_id is None else _USER_ESSAYS_BY_ID
+    result = await prepared.run(conn, {"ids": list(essay_ids), "user_id": user_id})
+    return {essay.essay_id: essay for essay in _essays_with_results(result)}
+
+
+@lru_cache(maxsize=128)
+def _essay_pages_statement(shape: _FilterShape | None, after: bool) -> Prepared:
+    wanted = func.unnest(bindparam("ids", type_=ARRAY(Text))).table_valued("batch_id").render_derived(name="wanted")
+    source, conditions = _essay_source(shape)
+    if after:
+        conditions.append(_ESSAYS.c.essay_id > bindparam("after", type_=Text))
+    # One LATERAL subquery per wanted batch walks the (batch_id, essay_id) index and stops after first + 1 rows.
+    page = (
+        select(*_ESSAY_COLUMNS)
+        .select_from(source)
+        .where(_ESSAYS.c.batch_id == wanted.c.batch_id, *conditions)
+        .order_by(_ESSAYS.c.essay_id)
+        .limit(_LIMIT)
+        .lateral("page")
+    )
+    stmt = _and_results(page, wanted.join(page, true())).order_by(page.c.batch_id, page.c.essay_id)
+    return Prepared(stmt)
 
 
 async def essay_pages(
@@ -288,50 +353,160 @@ async def essay_pages(
     after: str | None,
     phase_filter: PhaseFilter | None,
 ) -> dict[str, Page[EssayRow]]:
-    """For each batch, up to `first` of its essays (by essay id, after `after`) that pass the filter."""
-    wanted = func.unnest(bindparam("ids", type_=ARRAY(Text))).table_valued("batch_id").render_derived(name="wanted")
-    source, conditions = _essay_source(phase_filter)
-    if after is not None:
-        conditions.append(_ESSAYS.c.essay_id > after)
-    # One LATERAL subquery per wanted batch walks the (batch_id, essay_id) index and stops after first + 1 rows.
-    page = (
-        select(*_ESSAY_COLUMNS)
-        .select_from(source)
-        .where(_ESSAYS.c.batch_id == wanted.c.batch_id, *conditions)
-        .order_by(_ESSAYS.c.essay_id)
-        .limit(first + 1)
-        .lateral("page")
-    )
-    stmt: Select[Any] = select(page).select_from(wanted).join(page, true()).order_by(page.c.batch_id, page.c.essay_id)
-    essays = await _attach_results(conn, await conn.execute(stmt, {"ids": list(batch_ids)}))
+    """For each batch, up to `first` of its essays (by essay id, after `after`) that pass the filter, each with its
+    phase results, in one statement."""
+    params = {"ids": list(batch_ids), "limit": first + 1, "after": after} | _filter_params(phase_filter)
+    result = await _essay_pages_statement(_filter_shape(phase_filter), after is not None).run(conn, params)
     grouped: dict[str, list[EssayRow]] = {batch_id: [] for batch_id in batch_ids}
-    for essay in essays:
+    for essay in _essays_with_results(result):
         grouped[str(essay.batch_id)].append(essay)
     return {batch_id: Page(rows[:first], len(rows) > first) for batch_id, rows in grouped.items()}
 
 
-async def count_essays(
-    conn: AsyncConnection, batch_ids: Sequence[str], phase_filter: PhaseFilter | None
-) -> dict[str, int]:
-    source, conditions = _essay_source(phase_filter)
+# --- whole answers in one statement ----------------------------------------------------------------------------------
+#
+# The REST shim answers a batch with all of its essays, or a page of a user's batches with theirs and the list's
+# total. One statement reads all of it, so such a request needs no snapshot transaction (one statement sees one
+# state) and makes one round trip: the chosen batches (a CTE), then, in a UNION ALL, the essays of those batches with
+# their results; each part's columns are NULL in the other's rows.
+
+BatchWithEssays = tuple[BatchRow, list[EssayRow]]
+_TOTAL = _BATCH_WIDTH
+_PART = _BATCH_WIDTH + 1 + _ESSAY_WIDTH + _RESULT_WIDTH
+
+
+def _nulls(columns: Sequence[Any], prefix: str) -> list[Any]:
+    return [cast(null(), c.type).label(f"{prefix}{i}") for i, c in enumerate(columns)]
+
+
+def _labelled(columns: Sequence[Any], prefix: str) -> list[Any]:
+    return [c.label(f"{prefix}{i}") for i, c in enumerate(columns)]
+
+
+def _whole_statement(chosen: Select[Any], total: Select[Any] | None) -> Prepared:
+    """`chosen` (batch columns, any order and limit) with every essay of those batches; with `total` (a count), its
+    value on a first row that is there even when nothing was chosen."""
+    picked = chosen.cte("chosen")
+    sort = (picked.c.created_at.label("at"), picked.c.batch_id.label("id"))
+    results = _RESULTS.alias("result")
+    result_columns = _columns(results, PhaseResultRow)
+    counted: ColumnElement[Any] = null()
+    source: FromClause = picked
+    if total is not None:
+        counts = total.subquery("total")
+        counted, source = counts.c[0], counts.outerjoin(picked, true())
+    batches = select(
+        *_labelled([picked.c[c.name] for c in _BATCH_COLUMNS], "b"),
+        cast(counted, Integer).label("total"),
+        *_nulls(_ESSAY_COLUMNS, "e"),
+        *_nulls(result_columns, "r"),
+        literal(0).label("part"),
+        *sort,
+    ).select_from(source)
+    essays = select(
+        *_nulls(_BATCH_COLUMNS, "b"),
+        cast(null(), Integer).label("total"),
+        *_labelled(_ESSAY_COLUMNS, "e"),
+        *_labelled(result_columns, "r"),
+        literal(1).label("part"),
+        *sort,
+    ).select_from(
+        picked.join(_ESSAYS, _ESSAYS.c.batch_id == picked.c.batch_id).outerjoin(
+            results, results.c.essay_id == _ESSAYS.c.essay_id
+        )
+    )
+    order: list[ColumnElement[Any]] = [
+        literal_column("part"),
+        literal_column("at").desc(),
+        literal_column("id").desc(),
+        literal_column("e0"),
+    ]
+    return Prepared(union_all(batches, essays).order_by(*order))
+
+
+def _whole(rows: Iterable[Sequence[Any]]) -> tuple[list[BatchWithEssays], int]:
+    """The chosen batches in order, each with its essays, and the total (0 where none was asked)."""
+    chosen: dict[str, BatchWithEssays] = {}
+    essay_rows: list[Sequence[Any]] = []
+    total = 0
+    for row in rows:
+        if row[_PART] == 1:
+            essay_rows.append(row)
+            continue
+        total = row[_TOTAL] or 0
+        if row[0] is not None:
+            chosen[row[0]] = (_batch(row), [])
+    for essay in _essays_with_results(essay_rows, at=_TOTAL + 1):
+        chosen[str(essay.batch_id)][1].append(essay)
+    return list(chosen.values()), total
+
+
+def _whole_batch_statement(for_user: bool) -> Prepared:
+    chosen = select(*_BATCH_COLUMNS).where(_BATCHES.c.batch_id == bindparam("batch_id", type_=Text))
+    if for_user:
+        chosen = chosen.where(_BATCHES.c.user_id == bindparam("user_id", type_=Text))
+    return _whole_statement(chosen, None)
+
+
+_WHOLE_BATCH = _whole_batch_statement(for_user=False)
+_WHOLE_USER_BATCH = _whole_batch_statement(for_user=True)
+
+
+async def batch_with_essays(conn: AsyncConnection, batch_id: str, user_id: str | None) -> BatchWithEssays | None:
+    """The batch (with `user_id`, only if that user owns it) with every one of its essays, by essay id, each with its
+    phase results."""
+    prepared = _WHOLE_BATCH if user_id is None else _WHOLE_USER_BATCH
+    found, _ = _whole(await prepared.run(conn, {"batch_id": batch_id, "user_id": user_id}))
+    return found[0] if found else None
+
+
+@lru_cache(maxsize=128)
+def _whole_slice_statement(shape: _QueryShape) -> Prepared:
+    conditions = _batch_conditions(shape)
+    chosen = select(*_BATCH_COLUMNS).where(*conditions).order_by(*_ORDER).limit(_LIMIT).offset(_OFFSET)
+    return _whole_statement(chosen, select(func.count()).select_from(_BATCHES).where(*conditions))
+
+
+async def batch_slice_with_essays(
+    conn: AsyncConnection, query: BatchQuery, limit: int, offset: int
+) -> tuple[list[BatchWithEssays], int]:
+    """Up to `limit` batches matching `query`, newest first, after skipping `offset` of them, each with every one of
+    its essays; and how many batches match in all. The REST shim's offset pagination (its callers send
+    `limit`/`offset`); the order of `batch_page`."""
+    params = _query_params(query) | {"limit": limit, "offset": offset}
+    return _whole(await _whole_slice_statement(_query_shape(query)).run(conn, params))
+
+
+@lru_cache(maxsize=128)
+def _count_essays_statement(shape: _FilterShape | None) -> Prepared:
+    source, conditions = _essay_source(shape)
     stmt = (
         select(_ESSAYS.c.batch_id, func.count())
         .select_from(source)
         .where(_ESSAYS.c.batch_id == _ids("ids"), *conditions)
         .group_by(_ESSAYS.c.batch_id)
     )
-    counts: dict[str, int] = {row[0]: int(row[1]) for row in await conn.execute(stmt, {"ids": list(batch_ids)})}
+    return Prepared(stmt)
+
+
+async def count_essays(
+    conn: AsyncConnection, batch_ids: Sequence[str], phase_filter: PhaseFilter | None
+) -> dict[str, int]:
+    params = {"ids": list(batch_ids)} | _filter_params(phase_filter)
+    result = await _count_essays_statement(_filter_shape(phase_filter)).run(conn, params)
+    counts: dict[str, int] = {row[0]: int(row[1]) for row in result}
     return {batch_id: counts.get(batch_id, 0) for batch_id in batch_ids}
 
 
-def _phase_progress_statement() -> Select[Any]:
+def _phase_progress_statement() -> Prepared:
     spellcheck = _RESULTS.alias("spellcheck")
     cj = _RESULTS.alias("cj")
+    terminal = bindparam("terminal", sorted(TERMINAL_STAGES), type_=ARRAY(Text))
 
     def is_open(result: Any) -> ColumnElement[bool]:
-        return or_(result.c.status.is_(None), result.c.status.not_in(TERMINAL_STAGES))
+        return or_(result.c.status.is_(None), result.c.status != all_(terminal))
 
-    return (
+    stmt = (
         select(
             _ESSAYS.c.batch_id,
             func.count(),
@@ -346,9 +521,9 @@ def _phase_progress_statement() -> Select[Any]:
         .where(_ESSAYS.c.batch_id == _ids("ids"))
         .group_by(_ESSAYS.c.batch_id)
     )
+    return Prepared(stmt)
 
 
-# Built once: constructing this statement (two aliases, filters) cost more than running it for a page of batches.
 _PHASE_PROGRESS = _phase_progress_statement()
 
 
@@ -356,14 +531,19 @@ async def phase_progress(conn: AsyncConnection, batch_ids: Sequence[str]) -> dic
     """Per batch: essays linked to it, and those whose spellcheck / CJ result is missing or not terminal."""
     found = {
         row[0]: PhaseProgress(int(row[1]), int(row[2]), int(row[3]))
-        for row in await conn.execute(_PHASE_PROGRESS, {"ids": list(batch_ids)})
+        for row in await _PHASE_PROGRESS.run(conn, {"ids": list(batch_ids)})
     }
     return {batch_id: found.get(batch_id, PhaseProgress(0, 0, 0)) for batch_id in batch_ids}
 
 
+# --- the projection's positions -------------------------------------------------------------------------------------
+
+_POSITIONS_IN_ORDER = Prepared(select(*_POSITION_COLUMNS).order_by(_POSITIONS.c.topic, _POSITIONS.c.partition))
+_AWAITING_REPLAY = Prepared(select(func.count()).select_from(_QUARANTINE).where(_QUARANTINE.c.replayed_at.is_(None)))
+
+
 async def positions_view(conn: AsyncConnection) -> PositionsView:
     """The consumer's stored positions per partition and the number of records awaiting replay in quarantine."""
-    positions = await conn.execute(select(*_POSITION_COLUMNS).order_by(_POSITIONS.c.topic, _POSITIONS.c.partition))
-    rows = [PositionRow(*row) for row in positions]
-    waiting = select(func.count()).select_from(_QUARANTINE).where(_QUARANTINE.c.replayed_at.is_(None))
-    return PositionsView(rows, int((await conn.execute(waiting)).scalar_one()))
+    rows = [PositionRow(*row) for row in await _POSITIONS_IN_ORDER.run(conn, {})]
+    [(waiting,)] = await _AWAITING_REPLAY.run(conn, {})
+    return PositionsView(rows, int(waiting))

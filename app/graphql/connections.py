@@ -106,4 +106,4 @@ async def essay_page_info(root: EssayList, info: Info) -> PageInfo:
 
 async def essay_total(root: EssayList, info: Info) -> int:
     key = EssayCountKey(root.key.batch_id, root.key.phase_filter)
-    return await info.context.loaders.essay_count.load(key)
+    return await info.context.loaders.essay_count(key)

@@ -142,7 +142,7 @@ def batch_current_phase(root: BatchRow, info: Info) -> Awaitable[str | None] | N
 
 
 async def _running_phase(root: BatchRow, info: Info) -> str | None:
-    progress = await info.context.loaders.phase_progress.load(root.batch_id)
+    progress = await info.context.loaders.phase_progress(root.batch_id)
     return status.current_phase(root.status, progress)
 
 

@@ -2,8 +2,10 @@
 
 Loads made while a query resolves one level of its tree are collected and answered by one set-based statement per
 loader (per distinct page shape for pages), so the number of statements a query issues does not grow with the number
-of batches or essays it returns. Loaders return the plain rows of db/rows.py, never GraphQL types, so the REST shim
-can use them as they are.
+of batches or essays it returns. Statements a level would send separately are fused where they read the same rows:
+an essay page comes with its phase results, and a batch's essay count with its phase progress when both are asked
+(the tally loader). Loaders return the plain rows of db/rows.py, never GraphQL types, so the REST shim can use them
+as they are.
 
 Each loader also records what it read in `ReadTags`, for a whole-result cache to know which changes make a cached
 response stale.
@@ -21,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.reads.session import ReadSession
 from db import reads
-from db.reads import BatchCursor, BatchQuery, PhaseFilter
+from db.reads import BatchCursor, BatchQuery, BatchWithEssays, PhaseFilter
 from db.rows import BatchRow, EssayRow, Page, PhaseProgress, PositionsView
 
 K = TypeVar("K", bound=Hashable)
@@ -50,15 +52,6 @@ class BatchPageKey:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchSliceKey:
-    """An offset page of a batch list (the REST shim's `limit`/`offset`)."""
-
-    query: BatchQuery
-    limit: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
 class EssayPageKey:
     batch_id: str
     first: int
@@ -70,6 +63,15 @@ class EssayPageKey:
 class EssayCountKey:
     batch_id: str
     phase_filter: PhaseFilter | None
+
+
+@dataclass(frozen=True, slots=True)
+class _TallyKey:
+    """A batch's essays passing a filter (counted), or, with `progress`, all of them with their open phases."""
+
+    batch_id: str
+    phase_filter: PhaseFilter | None
+    progress: bool
 
 
 PROJECTION = "projection"
@@ -93,11 +95,9 @@ class Loaders:
         self.batch: DataLoader[str, BatchRow | None] = self._loader(self._batches)
         self.batch_page: DataLoader[BatchPageKey, Page[BatchRow]] = self._loader(self._batch_pages)
         self.batch_count: DataLoader[BatchQuery, int] = self._loader(self._batch_counts)
-        self.batch_slice: DataLoader[BatchSliceKey, list[BatchRow]] = self._loader(self._batch_slices)
         self.essay: DataLoader[str, EssayRow | None] = self._loader(self._essays)
         self.essay_page: DataLoader[EssayPageKey, Page[EssayRow]] = self._loader(self._essay_pages)
-        self.essay_count: DataLoader[EssayCountKey, int] = self._loader(self._essay_counts)
-        self.phase_progress: DataLoader[str, PhaseProgress] = self._loader(self._phase_progress)
+        self._tally: DataLoader[_TallyKey, int | PhaseProgress] = self._loader(self._tallies)
         self.projection: DataLoader[str, PositionsView] = self._loader(self._projection)
 
     @staticmethod
@@ -121,15 +121,6 @@ class Loaders:
         self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
         self._tags.batches.update(row.batch_id for page in pages for row in page.rows)
         return pages
-
-    async def _batch_slices(self, keys: list[BatchSliceKey]) -> list[list[BatchRow]]:
-        async def read(conn: AsyncConnection) -> list[list[BatchRow]]:
-            return [await reads.batch_slice(conn, k.query, k.limit, k.offset) for k in keys]
-
-        slices = await self._read(read)
-        self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
-        self._tags.batches.update(row.batch_id for rows in slices for row in rows)
-        return slices
 
     async def _batch_counts(self, queries: list[BatchQuery]) -> list[int]:
         self._tags.user_lists.update(q.user_id or ALL_USERS for q in queries)
@@ -164,24 +155,54 @@ class Loaders:
         pages = await self._read(read)
         return [pages[k] for k in keys]
 
-    async def _essay_counts(self, keys: list[EssayCountKey]) -> list[int]:
+    async def essay_count(self, key: EssayCountKey) -> int:
+        """How many of the batch's essays pass the key's filter."""
+        found = await self._tally.load(_TallyKey(key.batch_id, key.phase_filter, progress=False))
+        return found if isinstance(found, int) else found.essays
+
+    async def phase_progress(self, batch_id: str) -> PhaseProgress:
+        """The batch's essays and those whose spellcheck / CJ result is still open."""
+        found = await self._tally.load(_TallyKey(batch_id, None, progress=True))
+        return found if isinstance(found, PhaseProgress) else PhaseProgress(found, 0, 0)
+
+    async def _tallies(self, keys: list[_TallyKey]) -> list[int | PhaseProgress]:
         self._tags.batches.update(k.batch_id for k in keys)
-        groups = _grouped(keys, lambda k: k.phase_filter)
+        # The progress statement counts every essay too: unfiltered counts asked beside it need no statement.
+        progress_ids = list(dict.fromkeys(k.batch_id for k in keys if k.phase_filter is None))
+        with_progress = any(k.progress for k in keys)
+        uncovered = [k for k in keys if k.phase_filter is not None or not with_progress]
+        counted = _grouped(uncovered, lambda k: k.phase_filter)
 
-        async def read(conn: AsyncConnection) -> dict[EssayCountKey, int]:
-            counts: dict[EssayCountKey, int] = {}
-            for group in groups.values():
-                found = await reads.count_essays(conn, [k.batch_id for k in group], group[0].phase_filter)
-                counts.update((k, found[k.batch_id]) for k in group)
-            return counts
+        async def read(conn: AsyncConnection) -> dict[_TallyKey, int | PhaseProgress]:
+            found: dict[_TallyKey, int | PhaseProgress] = {}
+            if with_progress:
+                progress = await reads.phase_progress(conn, progress_ids)
+                for batch_id, tally in progress.items():
+                    found[_TallyKey(batch_id, None, progress=True)] = tally
+                    found[_TallyKey(batch_id, None, progress=False)] = tally.essays
+            for group in counted.values():
+                counts = await reads.count_essays(conn, [k.batch_id for k in group], group[0].phase_filter)
+                found.update((k, counts[k.batch_id]) for k in group)
+            return found
 
-        counts = await self._read(read)
-        return [counts[k] for k in keys]
+        found = await self._read(read)
+        return [found[k] for k in keys]
 
-    async def _phase_progress(self, batch_ids: list[str]) -> list[PhaseProgress]:
-        self._tags.batches.update(batch_ids)
-        found = await self._read(lambda conn: reads.phase_progress(conn, batch_ids))
-        return [found[batch_id] for batch_id in batch_ids]
+    async def batch_with_essays(self, batch_id: str) -> BatchWithEssays | None:
+        """The batch with every one of its essays, read by one statement outside any snapshot: only for a request
+        that reads nothing else (the REST shim's batch status)."""
+        self._tags.batches.add(batch_id)
+        return await self._session.run_alone(lambda conn: reads.batch_with_essays(conn, batch_id, self._user_id))
+
+    async def batch_slice_with_essays(
+        self, query: BatchQuery, limit: int, offset: int
+    ) -> tuple[list[BatchWithEssays], int]:
+        """An offset page of a batch list (the REST shim's `limit`/`offset`), every essay of its batches, and the
+        list's total, read like `batch_with_essays`."""
+        self._tags.user_lists.add(query.user_id or ALL_USERS)
+        found = await self._session.run_alone(lambda conn: reads.batch_slice_with_essays(conn, query, limit, offset))
+        self._tags.batches.update(batch.batch_id for batch, _ in found[0])
+        return found
 
     async def _projection(self, keys: list[str]) -> list[PositionsView]:
         # Positions move with every consumed record: nothing could tell a cache when this answer is stale.

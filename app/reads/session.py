@@ -3,7 +3,9 @@
 The consumer commits while requests run. Reading a batch page, its total and its essays on separate connections
 could mix two states (a total that disagrees with the edges); one REPEATABLE READ, read-only transaction makes the
 whole response consistent. Its connection is taken from the pool only when the first loader needs it, and loaders
-take turns on it (a connection runs one statement at a time).
+take turns on it (a connection runs one statement at a time). A request answered by one statement alone (the REST
+shim's) needs no such transaction, since a statement sees one state: `run_alone` saves its BEGIN and ROLLBACK, two
+of the three round trips.
 
 When PostgreSQL cannot be reached, reads raise `DatabaseUnavailable` (a clear, retryable error for the caller
 instead of a masked internal one), and the app's circuit breaker makes the following requests fail at once rather
@@ -42,11 +44,19 @@ class ReadSession:
 
     async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `read` on the request's connection, opening it (and its snapshot) on first use."""
+        return await self._guarded(read, alone=False)
+
+    async def run_alone(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `read`, one statement that is everything the request reads, outside a transaction. Only for a request
+        that reads nothing else: two statements run this way could see two states."""
+        return await self._guarded(read, alone=True)
+
+    async def _guarded(self, read: Callable[[AsyncConnection], Awaitable[T]], alone: bool) -> T:
         if self._breaker is not None and not self._breaker.allow():
             self.unavailable = True
             raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
         try:
-            result = await self._run(read)
+            result = await (self._alone(read) if alone else self._run(read))
         except PoolTimeout as exc:
             # Every pooled connection stayed in use for the pool's whole timeout: this process is overloaded, the
             # database may be fine. A retryable 503 rather than a masked INTERNAL error; not a breaker failure, or a
@@ -84,6 +94,12 @@ class ReadSession:
                     raise
                 self._conn = conn
             return await read(self._conn)
+
+    async def _alone(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._engine.connect() as conn:
+            # Autocommit: the driver sends no BEGIN, and returning the connection sends no ROLLBACK.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await read(conn)
 
     async def close(self) -> None:
         """End the snapshot and return the connection to the pool. Safe to call when nothing was read, and more than

@@ -1,8 +1,8 @@
 """The REST compatibility shim: the original service's routes under /internal/v1, for callers that parse its JSON.
 
 A thin translation over the GraphQL API's read path. A request is authenticated like a GraphQL one
-(app/auth.py), its parameters are validated (app/rest/params.py), a fresh request context reads through the same
-per-request loaders and snapshot (app/reads/loaders.py), the rows become the documented JSON (app/rest/shape.py), and
+(app/auth.py), its parameters are validated (app/rest/params.py), a fresh request context reads the whole answer in
+one statement through its loaders (app/reads/loaders.py), the rows become the documented JSON (app/rest/shape.py), and
 the bytes go through the same whole-result cache, tagged by what the loaders read, so the consumer's per-batch
 evictions cover these responses too. Every 200 carries a strong ETag; If-None-Match gets 304.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -31,12 +31,11 @@ from app.limits import ApiLimits
 from app.metrics import REQUEST_SECONDS, REQUESTS
 from app.reads import status
 from app.reads.context import CORRELATION_HEADER, correlation_id, new_context
-from app.reads.loaders import BatchSliceKey, EssayPageKey, Loaders
+from app.reads.loaders import Loaders
 from app.rest import params as rest_params
 from app.rest import shape as rest_shape
 from app.rest.openapi import document_bytes
 from db.reads import BatchQuery
-from db.rows import EssayRow
 from infra import cache_keys as ck
 from infra.breaker import CircuitBreaker
 from infra.settings import Settings
@@ -52,9 +51,6 @@ SHAPE_REVISION = "1"
 """Bump when a translation changes without the OpenAPI document changing: cached bodies of the old shape are then
 never served (the cache key's version includes it)."""
 CACHE_VERSION = hashlib.sha256(SHAPE_REVISION.encode() + b"\n" + document_bytes()).hexdigest()[:16]
-
-ESSAY_CHUNK = 1_000
-"""Essays read per batch and statement. Every essay is returned; a larger batch only takes more statements."""
 
 _METHODS = ("GET", "HEAD")
 # Routes take every method so that the others get this API's JSON 405 rather than Starlette's plain text.
@@ -132,38 +128,19 @@ def none_match(header: str | None, current: str) -> bool:
 # --- reads --------------------------------------------------------------------------------------------------------
 
 
-async def all_essays(loaders: Loaders, batch_ids: Sequence[str]) -> dict[str, list[EssayRow]]:
-    """Every essay of each batch, by essay id, through the essay page loader (one statement per round for all
-    batches; a second round only for batches with more than ESSAY_CHUNK essays)."""
-    found: dict[str, list[EssayRow]] = {batch_id: [] for batch_id in batch_ids}
-    after: dict[str, str | None] = dict.fromkeys(batch_ids)
-    while after:
-        keys = [EssayPageKey(batch_id, ESSAY_CHUNK, cursor, None) for batch_id, cursor in after.items()]
-        pages = await loaders.essay_page.load_many(keys)
-        after = {}
-        for key, page in zip(keys, pages, strict=True):
-            found[key.batch_id].extend(page.rows)
-            if page.has_next and page.rows:
-                after[key.batch_id] = page.rows[-1].essay_id
-    return found
-
-
 async def batch_status_document(loaders: Loaders, batch_id: str) -> Json:
-    batch = await loaders.batch.load(batch_id)
-    if batch is None:
+    found = await loaders.batch_with_essays(batch_id)
+    if found is None:
         # The same answer for another user's batch (with X-User-ID) as for one that does not exist.
         raise Refusal(404, "Batch not found", "BATCH_NOT_FOUND", f"No batch with id {batch_id!r}.")
-    essays = await all_essays(loaders, [batch_id])
-    return rest_shape.batch_status(batch, essays[batch_id])
+    return rest_shape.batch_status(*found)
 
 
 async def user_batches_document(loaders: Loaders, user_id: str, params: rest_params.ListParams) -> Json:
     statuses = () if params.status is None else (status.matching([params.status], status.BATCH_STATUSES),)
     query = BatchQuery(user_id=user_id, statuses=statuses)
-    rows = await loaders.batch_slice.load(BatchSliceKey(query, params.limit, params.offset))
-    total = await loaders.batch_count.load(query)
-    essays = await all_essays(loaders, [row.batch_id for row in rows])
-    documents = [rest_shape.batch_status(row, essays[row.batch_id]) for row in rows]
+    found, total = await loaders.batch_slice_with_essays(query, params.limit, params.offset)
+    documents = [rest_shape.batch_status(batch, essays) for batch, essays in found]
     return rest_shape.user_batches(documents, params.limit, params.offset, total)
 
 

@@ -37,7 +37,9 @@ ERROR_DETAIL_KEYS: tuple[str, ...] = (
 
 def naive_utc(value: datetime) -> str:
     """The original's datetime text: naive UTC, `isoformat()`."""
-    if value.tzinfo is not None:
+    if value.tzinfo is UTC:  # as the driver returns timestamptz values: no conversion needed
+        value = value.replace(tzinfo=None)
+    elif value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
 

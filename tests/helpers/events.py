@@ -6,7 +6,8 @@ counts and stamps); this module re-exports them and adds what tests need around 
 * `records` numbers messages into broker records (partition by key, offsets per partition);
 * `project` applies messages to a database through the real projection (consumer.apply);
 * `fixture_messages` is every consumed fixture file of one generation;
-* `teacher_batches` is many complete batches of one teacher, for volume tests.
+* `teacher_batches` is many complete batches of one teacher, for volume tests;
+* `running_batch` is one batch still in its pipelines, half its essays spellchecked.
 
 Builders by topic: 1 `registered`, 2 `slot_assigned`, 3 `phase_outcome`, 4 and 6 `spellchecked` (gen 1 / gen 2),
 5 `cj_completed` (gen 1, with rankings) and `cj_thin` (gen 2, ignored by RAS), 7 `cj_completed` (gen 2),
@@ -16,6 +17,7 @@ Builders by topic: 1 `registered`, 2 `slot_assigned`, 3 `phase_outcome`, 4 and 6
 from __future__ import annotations
 
 import random
+import uuid
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -54,6 +56,7 @@ __all__ = [
     "project",
     "records",
     "registered",
+    "running_batch",
     "slot_assigned",
     "spellchecked",
     "teacher_batches",
@@ -98,4 +101,17 @@ def teacher_batches(
     messages: list[Message] = []
     for i in range(batches):
         messages += batch_life(rng, gen, user_id, essays, 0.0, start + timedelta(minutes=i))
+    return messages
+
+
+def running_batch(user_id: str, essays: int, seed: int = 7, start: datetime = EPOCH) -> list[Message]:
+    """A gen 2 batch of `essays` essays in `processing_pipelines`, the first half of them spellchecked."""
+    rng = random.Random(f"{seed}/{user_id}/running")
+    batch_id = str(uuid.UUID(int=rng.getrandbits(128)))
+    essay_ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(essays)]
+    messages = [registered("gen2", batch_id, user_id, essay_ids, start)]
+    messages += [slot_assigned("gen2", batch_id, e, start + timedelta(seconds=1)) for e in essay_ids]
+    messages.append(pipeline_completed(batch_id, 0, 0, "processing_pipelines", start + timedelta(seconds=5)))
+    for n, essay_id in enumerate(essay_ids[: essays // 2]):
+        messages.append(spellchecked("gen2", batch_id, essay_id, True, 3, start + timedelta(seconds=60 + n)))
     return messages

@@ -1,17 +1,29 @@
-"""The number of SQL statements a query issues does not depend on how many batches or essays it returns."""
+"""The number of SQL statements a query issues does not depend on how many batches or essays it returns, and the
+gateway's two screens take at most three (each level's loaders fused: docs/performance.md)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.app.graphql.conftest import Api
-from tests.helpers.events import project, teacher_batches
+from tests.helpers import ROOT
+from tests.helpers.events import EPOCH, project, running_batch, teacher_batches
+
+EXAMPLES = ROOT / "app" / "static" / "examples"
+# The gateway's batch screen and a teacher's batch list, as GraphiQL offers them.
+BATCH_SCREEN = (EXAMPLES / "2-batch-detail.graphql").read_text()
+TEACHER_LIST = (EXAMPLES / "1-teacher-batches.graphql").read_text()
+SCREEN_STATEMENTS = 3
+# The list with essays below: the batch page, its total, the essay pages with their results, the essays' totals with
+# the running batches' progress, the filtered pages and their totals, and each essay's batch.
+LIST_STATEMENTS = 7
 
 # A teacher's list screen with every batch's essays and their phase results, plus everything that needs its own
 # read: totals, page infos, the current phase, each essay's batch.
@@ -74,5 +86,34 @@ async def test_statements_do_not_grow_with_batches_or_essays(engine: AsyncEngine
     essays = [len(edge["node"]["essays"]["nodes"]) for edge in big_data["batches"]["edges"]]
     assert essays == [200] * 50
     assert len(big) == len(small), "\n\n".join(big)
+    assert len(big) <= LIST_STATEMENTS, "\n\n".join(big)
     print("\n---\n".join(s[:150] for s in big))
     print(f"{len(big)} statements for 1×5 and for 50×200 essays; the 10,000-essay response took {elapsed:.2f}s")
+
+
+async def test_the_gateway_screens_take_at_most_three_statements(engine: AsyncEngine, api: Api) -> None:
+    later = EPOCH + timedelta(days=1)  # the running batches come first in the list
+    await project(engine, teacher_batches("small", batches=1, essays=2) + running_batch("small", 2, start=later))
+    big = teacher_batches("big", batches=12, essays=60)
+    for i in range(3):
+        big += running_batch("big", 60, seed=i, start=later + timedelta(minutes=i))
+    await project(engine, big)
+    await api.data(TEACHER_LIST, {"userId": "small"})  # warm up: the engine's first-connect queries
+
+    counts: dict[str, list[int]] = {}
+    for user in ("small", "big"):
+        with counting(engine) as listed:
+            data = await api.data(TEACHER_LIST, {"userId": user})
+        running = data["batches"]["edges"][0]["node"]
+        assert running["currentPhase"] == "SPELLCHECK"  # the phase progress was read
+        with counting(engine) as screen:
+            detail = (await api.data(BATCH_SCREEN, {"batchId": running["id"]}))["batch"]
+        assert detail["currentPhase"] == "SPELLCHECK"
+        assert detail["essays"]["totalCount"] == len(detail["essays"]["nodes"]) == running["essayCount"]
+        assert sum(e["spellcheck"] is not None for e in detail["essays"]["nodes"]) == running["essayCount"] // 2
+        counts.setdefault("teacher list", []).append(len(listed))
+        counts.setdefault("batch screen", []).append(len(screen))
+        for name, statements in (("teacher list", listed), ("batch screen", screen)):
+            assert len(statements) <= SCREEN_STATEMENTS, f"{name}:\n\n" + "\n\n".join(statements)
+    assert counts["teacher list"][0] == counts["teacher list"][1]
+    assert counts["batch screen"][0] == counts["batch screen"][1]

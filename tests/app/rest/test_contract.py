@@ -10,10 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.rest import routes as rest
 from tests.app.graphql.conftest import FIXTURE_BATCH, FIXTURE_USER
 from tests.app.rest.conftest import Rest
 from tests.helpers.documented import SECTION_8, check_batch, check_user_batches
@@ -296,11 +294,7 @@ async def test_datetimes_are_naive_utc_with_microseconds_only_when_non_zero(engi
     assert batch["processing_started_at"] is None and batch["processing_completed_at"] is None
 
 
-async def test_every_essay_is_listed_however_many(
-    engine: AsyncEngine, api: Rest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Essays are read in chunks through the essay page loader; a small chunk makes several rounds.
-    monkeypatch.setattr(rest, "ESSAY_CHUNK", 2)
+async def test_every_essay_is_listed_in_essay_id_order(engine: AsyncEngine, api: Rest) -> None:
     essays = [f"e{i}" for i in range(5)]
     await project(
         engine,

@@ -159,7 +159,7 @@ async def test_internal_failure_is_500_masked_logged_and_correlated(
     async def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("password=hunter2 leaked in a driver message")
 
-    monkeypatch.setattr(reads, "essay_pages", broken)
+    monkeypatch.setattr(reads, "batch_with_essays", broken)
     with capture_logs() as logs:
         response = await api.get(STATUS, headers={**AUTH, "X-Correlation-ID": "gw-500"})
     body = _refused(response, 500, "Internal server error", "INTERNAL_ERROR")
