@@ -34,15 +34,20 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
 import orjson
 import psutil
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from bench.common import Context, Result
 from bench.data import HEADERS, server_env
+from bench.freshness_stages import PositionsListener, percentile, sample_stages, transaction_stages
+from bench.r1_cached import QUERY as SCREEN_QUERY
+from bench.r1_cached import Load, LoadGenerator
 from consumer.pure import topics
 from devstack.demo import Message, batch_life
 from devstack.process import free_port
@@ -104,7 +109,8 @@ class Watcher:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
         self.latencies: list[tuple[float, float]] = []  # (produced at, latency)
-        self.acks: dict[float, float] = {}  # produced at → the broker's acknowledgement, for the stage split
+        # produced at → (the broker's acknowledgement, topic, partition, offset), for the stage split
+        self.acks: dict[float, tuple[float, str, int, int]] = {}
         self.round_trips: list[float] = []
         self.skipped = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,6 +140,11 @@ class Watcher:
                 raise RuntimeError(f"F1: {sample.query.split('{')[1].strip()} {sample.entity_id} never appeared")
             await asyncio.sleep(POLL_SECONDS)
 
+    def acked(self, produced_at: float, ack: asyncio.Future[RecordMetadata]) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            meta = ack.result()
+            self.acks[produced_at] = (time.perf_counter(), meta.topic, meta.partition, meta.offset)
+
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
@@ -156,7 +167,7 @@ async def _produce(
             acked = await producer.send(message.topic, message.value, key=message.key)
             if sample is not None and watcher is not None:
                 watcher.watch(sample, produced_at)
-                acked.add_done_callback(lambda _, at=produced_at: watcher.acks.setdefault(at, time.perf_counter()))
+                acked.add_done_callback(partial(watcher.acked, produced_at))
         last = time.perf_counter()
     await producer.flush()
     return started, last
@@ -169,6 +180,9 @@ _METRICS = (
     'ras_api_request_duration_seconds_sum{endpoint="graphql",operation="anonymous"}',
     'ras_api_request_duration_seconds_count{endpoint="graphql",operation="anonymous"}',
     'ras_cache_requests_total{result="hit"}',
+    'ras_cache_requests_total{result="miss"}',
+    'ras_cache_requests_total{result="coalesced"}',
+    'ras_cache_requests_total{result="bypass"}',
 )
 
 
@@ -189,12 +203,6 @@ def _cpu(pids: Sequence[int]) -> list[float]:
     return [t.user + t.system for t in times]
 
 
-def _percentile(values: Sequence[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 async def _wait_visible(client: httpx.AsyncClient, sample: Sample, procs: Sequence[asyncio.subprocess.Process]) -> None:
     body = orjson.dumps({"query": sample.query, "variables": {"id": sample.entity_id}})
     async with asyncio.timeout(READY_TIMEOUT):
@@ -212,7 +220,27 @@ async def _wait_visible(client: httpx.AsyncClient, sample: Sample, procs: Sequen
 
 
 async def run(ctx: Context) -> Result:
-    result = Result(NAME, TITLE)
+    return await measure(ctx, Result(NAME, TITLE), readers=0)
+
+
+@dataclass
+class Measured:
+    """What one freshness run observed, for `_report`."""
+
+    watcher: Watcher
+    announced: PositionsListener
+    events: int
+    first: float
+    last: float
+    before: str  # the consumer's and the API's /metrics before the stream …
+    after: str  # … and after it
+    cpu: list[float]
+    readers: Load | None
+
+
+async def measure(ctx: Context, result: Result, readers: int) -> Result:
+    """Run the freshness measurement into `result`, with `readers` closed-loop readers of the batch screens of the
+    stream's batches (R1's load generator) running against the same API meanwhile (none for F1)."""
     url = await ctx.servers.fresh_database()
     redis_url = await ctx.servers.redis_url()
     rng = random.Random(99)
@@ -222,12 +250,14 @@ async def run(ctx: Context) -> Result:
     stream = batches(rng, per_window * windows // 50 + 2, start)
     warmup, stream = stream[:60], stream[60 : 60 + per_window * windows]
     port = free_port()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
     env = {
-        **server_env(url, redis_url, port, f"bench-{uuid.uuid4().hex[:8]}"),
+        **server_env(url, redis_url, port, prefix),
         "RAS_KAFKA_GROUP_ID": f"bench-f1-{uuid.uuid4().hex[:8]}",
         "RAS_CONSUMER_METRICS_PORT": str(free_port()),
         "RAS_METRICS_PORT": str(free_port()),
     }
+    name = result.scenario
     async with ctx.servers.broker() as bootstrap:
         env["RAS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         with tempfile.TemporaryDirectory(prefix="ras-bench-f1-") as tmp:
@@ -248,6 +278,7 @@ async def run(ctx: Context) -> Result:
                     )
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            announced = PositionsListener(redis_url, prefix)
             try:
                 await producer.start()
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits) as client:
@@ -256,17 +287,29 @@ async def run(ctx: Context) -> Result:
                     await _produce(producer, warmup, None)
                     last_sample = next(s for _, s in reversed(warmup) if s is not None)
                     await _wait_visible(client, last_sample, procs)
-                    ctx.log(f"F1: consumer and API up, warm-up visible after {time.perf_counter() - ready_at:.1f}s")
+                    ctx.log(f"{name}: consumer and API up, warm-up visible after {time.perf_counter() - ready_at:.1f}s")
                     consumer_url = f"http://127.0.0.1:{env['RAS_CONSUMER_METRICS_PORT']}/metrics"
                     api_url = f"http://127.0.0.1:{env['RAS_METRICS_PORT']}/metrics"
-                    before = _metrics((await client.get(consumer_url)).text, (await client.get(api_url)).text)
+                    await announced.start()
+                    load = None
+                    if readers:
+                        bodies = [screen(s.entity_id) for _, s in warmup + stream if s and s.query is BATCH_QUERY]
+                        load = asyncio.create_task(
+                            LoadGenerator(port, bodies, HEADERS, Path(tmp), readers).run(
+                                "/graphql", len(stream) / RATE + 1
+                            )
+                        )
+                        await asyncio.sleep(0.5)  # the readers connected and busy before the stream starts
+                    before = (await client.get(consumer_url)).text + (await client.get(api_url)).text
                     cpu_before = _cpu([p.pid for p in procs] + [os.getpid()])
                     watcher = Watcher(client)
                     first, last = await _produce(producer, stream, watcher)
                     await watcher.drain()
-                    after = _metrics((await client.get(consumer_url)).text, (await client.get(api_url)).text)
+                    after = (await client.get(consumer_url)).text + (await client.get(api_url)).text
                     cpu = [b - a for a, b in zip(cpu_before, _cpu([p.pid for p in procs] + [os.getpid()]), strict=True)]
+                    loaded = await load if load is not None else None
             finally:
+                await announced.stop()
                 await producer.stop()
                 for proc in procs:
                     if proc.returncode is None:
@@ -278,53 +321,62 @@ async def run(ctx: Context) -> Result:
                         proc.kill()
                         await proc.wait()
     await ctx.servers.drop_database(url)
+    _report(ctx, result, Measured(watcher, announced, len(stream), first, last, before, after, cpu, loaded))
+    return result
 
-    rate = len(stream) / (last - first)
+
+def screen(batch_id: str) -> bytes:
+    """The gateway's batch screen (R1's query) of `batch_id`, as a request body."""
+    return orjson.dumps({"query": SCREEN_QUERY, "variables": {"batchId": batch_id, "first": ESSAYS}})
+
+
+def _report(ctx: Context, result: Result, m: Measured) -> None:
+    name, windows, watcher = result.scenario, ctx.repetitions, m.watcher
     p50s, p99s, rates = [], [], []
-    span = (last - first) / windows
+    span = (m.last - m.first) / windows
     for w in range(windows):
-        begin, end = first + w * span, first + (w + 1) * span
+        begin, end = m.first + w * span, m.first + (w + 1) * span
         window = [latency * 1000 for at, latency in watcher.latencies if begin <= at < end]
-        p50s.append(_percentile(window, 50))
-        p99s.append(_percentile(window, 99))
-        rates.append(len(stream) / windows / span)
+        p50s.append(percentile(window, 50))
+        p99s.append(percentile(window, 99))
+        rates.append(m.events / windows / span)
         ctx.log(
-            f"F1 window {w + 1}: {len(window)} samples, p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms, "
+            f"{name} window {w + 1}: {len(window)} samples, p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms, "
             f"max {max(window):.1f} ms"
         )
-    result.figure("F1 p50 produce → answer reflecting it", "ms", p50s, f"{len(watcher.latencies):,} samples")
-    result.figure("F1 p99 produce → answer reflecting it", "ms", p99s)
-    result.figure("F1 event rate achieved", "events/s", rates, f"{len(stream):,} events")
-    to_ack = [(watcher.acks[at] - at) * 1000 for at, _ in watcher.latencies if at in watcher.acks]
-    after_ack = [(at + latency - watcher.acks[at]) * 1000 for at, latency in watcher.latencies if at in watcher.acks]
-    result.notes.append(
-        f"F1 stages: produce call → broker ack p50 {_percentile(to_ack, 50):.1f} / p99 "
-        f"{_percentile(to_ack, 99):.1f} ms; ack → answer p50 {_percentile(after_ack, 50):.1f} / p99 "
-        f"{_percentile(after_ack, 99):.1f} ms"
-    )
+    result.figure(f"{name} p50 produce → answer reflecting it", "ms", p50s, f"{len(watcher.latencies):,} samples")
+    result.figure(f"{name} p99 produce → answer reflecting it", "ms", p99s)
+    result.figure(f"{name} event rate achieved", "events/s", rates, f"{m.events:,} events")
     result.figure(
-        "F1 poll round trip (resolution: + 2 ms interval)", "ms", [statistics.median(watcher.round_trips) * 1000]
+        f"{name} poll round trip (resolution: + 2 ms interval)", "ms", [statistics.median(watcher.round_trips) * 1000]
     )
-    result.target("F1 p99 freshness", p99s, 100.0, at_most=True, unit="ms")
-    delta = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in _METRICS}
-    transactions = max(delta["ras_consumer_transactions_total"], 1.0)
+    result.target(f"{name} p99 freshness", p99s, 100.0, at_most=True, unit="ms")
+    result.notes.append(sample_stages(watcher.latencies, watcher.acks, m.announced))
+    result.notes.append(transaction_stages(m.before, m.after))
+    delta = {key: value - _metrics(m.before).get(key, 0.0) for key, value in _metrics(m.after).items()}
+    transactions = max(delta.get(_METRICS[0], 0.0), 1.0)
+    seconds = m.last - m.first
     result.notes.append(
-        f"F1 consumer: {transactions / (last - first):.1f} transactions/s, "
-        f"{delta['ras_consumer_transaction_records_sum'] / transactions:.0f} records and "
-        f"{delta['ras_consumer_transaction_seconds_sum'] / transactions * 1000:.1f} ms per transaction "
-        f"(a fetch → commit cycle every {(last - first) / transactions * 1000:.1f} ms)"
+        f"consumer: {transactions / seconds:.1f} transactions/s, "
+        f"{delta.get(_METRICS[2], 0.0) / transactions:.0f} records and "
+        f"{delta.get(_METRICS[1], 0.0) / transactions * 1000:.1f} ms per transaction "
+        f"(a fetch → commit cycle every {seconds / transactions * 1000:.1f} ms)"
     )
-    answered = max(delta[_METRICS[4]], 1.0)
+    polls = max(delta.get(_METRICS[4], 0.0), 1.0)
+    cached = max(sum(delta.get(key, 0.0) for key in _METRICS[5:]), 1.0)
     result.notes.append(
-        f"F1 API: {answered:,.0f} polls, {delta[_METRICS[5]] / answered * 100:.0f} % from cache, "
-        f"{delta[_METRICS[3]] / answered * 1000:.1f} ms mean in the server"
+        f"API: {polls:,.0f} polls, {delta.get(_METRICS[3], 0.0) / polls * 1000:.1f} ms mean in the server; "
+        f"{delta.get(_METRICS[5], 0.0) / cached * 100:.0f} % of all {cached:,.0f} GraphQL answers from cache"
     )
+    if m.readers is not None:
+        r = m.readers
+        result.figure(f"{name} readers' batch screens", "req/s", [r.rate], f"{r.errors} errors")
+        result.notes.append(f"readers: {r.rate:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
     names = ("consumer", "API", "bench")
-    busy = ", ".join(f"{n} {seconds / (last - first) * 100:.0f} %" for n, seconds in zip(names, cpu, strict=True))
-    result.notes.append(f"F1 CPU while producing (of one core): {busy}")
+    busy = ", ".join(f"{n} {secs / seconds * 100:.0f} %" for n, secs in zip(names, m.cpu, strict=True))
+    result.notes.append(f"CPU while producing (of one core): {busy}")
     result.notes.append(
-        f"F1: {rate:,.0f} events/s over {last - first:.1f} s; samples: batch registrations and one spellcheck "
+        f"{m.events / seconds:,.0f} events/s over {seconds:.1f} s; samples: batch registrations and one spellcheck "
         f"result per batch, at most {WATCHERS} at a time ({watcher.skipped:,} skipped), polled every "
         f"{POLL_SECONDS * 1000:g} ms through the cache"
     )
-    return result

@@ -2,8 +2,9 @@
 
     python -m bench.loadgen --port 4003 --path /graphql --request-file req.json --connections 32 --seconds 5
 
-`--request-file` holds `{"method", "body", "headers"}`. Each connection sends the same request again as soon as the
-previous response is complete (closed loop, like wrk). Prints one JSON line: requests, seconds, p50/p99 latency in
+`--request-file` holds `{"method", "bodies", "headers"}`. Each connection sends a request again as soon as the
+previous response is complete (closed loop, like wrk); with several bodies, each request carries the next one in
+turn (across all connections). Prints one JSON line: requests, seconds, p50/p99 latency in
 microseconds and the count of non-2xx answers. It runs in its own process so that it never shares the server's
 event loop; wrk is preferred (C, far cheaper per request), which is why the harness looks for it first.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -51,7 +53,9 @@ async def _response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _connection(host: str, port: int, request: bytes, until: float, latencies: list[float]) -> tuple[int, int]:
+async def _connection(
+    host: str, port: int, requests: Iterator[bytes], until: float, latencies: list[float]
+) -> tuple[int, int]:
     """Closed loop on one connection; (non-2xx answers, socket errors). A reset or a cut answer is counted and the
     connection is opened again, as wrk does, so one refused socket under load does not end the measurement."""
     failures = 0
@@ -66,7 +70,7 @@ async def _connection(host: str, port: int, request: bytes, until: float, latenc
         try:
             while time.perf_counter() < until:
                 started = time.perf_counter()
-                writer.write(request)
+                writer.write(next(requests))
                 status = await _response(reader)
                 latencies.append(time.perf_counter() - started)
                 if not 200 <= status < 300:
@@ -80,13 +84,16 @@ async def _connection(host: str, port: int, request: bytes, until: float, latenc
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
     spec = orjson.loads(args.request_file.read_bytes())
-    body = str(spec.get("body", "")).encode()
-    request = encode_request(args.host, args.port, args.path, spec["method"], body, spec.get("headers", {}))
+    headers = spec.get("headers", {})
+    bodies = [str(body).encode() for body in spec["bodies"]]
+    requests = itertools.cycle(
+        [encode_request(args.host, args.port, args.path, spec["method"], b, headers) for b in bodies]
+    )
     latencies: list[float] = []
     started = time.perf_counter()
     until = started + args.seconds
     outcomes = await asyncio.gather(
-        *(_connection(args.host, args.port, request, until, latencies) for _ in range(args.connections))
+        *(_connection(args.host, args.port, requests, until, latencies) for _ in range(args.connections))
     )
     elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -57,7 +58,7 @@ QUERY = (Path(__file__).parents[1] / "app" / "static" / "examples" / "2-batch-de
 
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = [==[{body}]==]
+{body}
 {headers}
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -83,23 +84,33 @@ class Load:
 
 
 class LoadGenerator:
-    """wrk when installed, else bench.loadgen: the same closed-loop POST at CONNECTIONS connections."""
+    """wrk when installed, else bench.loadgen: the same closed-loop POST at CONNECTIONS connections; with several
+    bodies, each request carries the next one in turn."""
 
-    def __init__(self, port: int, body: bytes, headers: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        bodies: Sequence[bytes],
+        headers: dict[str, str],
+        workdir: Path,
+        connections: int = CONNECTIONS,
+    ) -> None:
         self.port = port
+        self.connections = connections
         self.wrk = shutil.which("wrk")
         self.name = "wrk" if self.wrk else "bench.loadgen (asyncio + uvloop)"
-        self._script = workdir / "r1.lua"
+        self._script = workdir / "load.lua"
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-        self._script.write_text(WRK_SCRIPT.format(body=body.decode(), headers=lines))
-        self._request = workdir / "r1.json"
-        self._request.write_bytes(orjson.dumps({"method": "POST", "body": body.decode(), "headers": headers}))
+        self._script.write_text(WRK_SCRIPT.format(body=_wrk_bodies(bodies), headers=lines))
+        self._request = workdir / "load.json"
+        texts = [body.decode() for body in bodies]
+        self._request.write_bytes(orjson.dumps({"method": "POST", "bodies": texts, "headers": headers}))
 
     def _argv(self, path: str, seconds: float) -> list[str]:
         if self.wrk:
             url = f"http://127.0.0.1:{self.port}{path}"
             duration = f"{seconds:g}s"
-            return [self.wrk, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}", "-s", str(self._script), url]
+            return [self.wrk, f"-t{THREADS}", f"-c{self.connections}", f"-d{duration}", "-s", str(self._script), url]
         return [
             sys.executable,
             "-m",
@@ -107,7 +118,7 @@ class LoadGenerator:
             f"--port={self.port}",
             f"--path={path}",
             f"--request-file={self._request}",
-            f"--connections={CONNECTIONS}",
+            f"--connections={self.connections}",
             f"--seconds={seconds}",
         ]
 
@@ -127,6 +138,18 @@ class LoadGenerator:
             found["p99_us"] / 1000,
             int(found["non_2xx"]) + int(found["socket_errors"]),
         )
+
+
+def _wrk_bodies(bodies: Sequence[bytes]) -> str:
+    """The Lua that gives wrk its request bodies: one fixed body, or a `request` function taking them in turn
+    (slower per request, so only when there are several)."""
+    if len(bodies) == 1:
+        return f"wrk.body = [==[{bodies[0].decode()}]==]"
+    listed = ",\n".join(f"  [==[{body.decode()}]==]" for body in bodies)
+    return (
+        f"local bodies = {{\n{listed}\n}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n  return wrk.format(nil, nil, nil, bodies[n % #bodies + 1])\nend"
+    )
 
 
 async def _ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None:
@@ -190,7 +213,7 @@ async def run(ctx: Context) -> Result:
                 bare = await client.post(BARE_PATH, content=body, headers=headers)
                 assert bare.content == hit.content
 
-            load = LoadGenerator(port, body, headers, Path(tmp))
+            load = LoadGenerator(port, [body], headers, Path(tmp))
             ctx.log(f"R1: {len(hit.content):,} B answer; load from {load.name}, {CONNECTIONS} connections")
             with PeakRss(proc.pid) as rss:
                 for path in ("/graphql", BARE_PATH):

@@ -34,6 +34,7 @@ SCENARIOS: dict[str, str] = {
     "R2": "bench.r2_r3_uncached",
     "R4": "bench.r4_rest_uncached",
     "F1": "bench.f1_freshness",
+    "F2": "bench.f2_freshness",
     "W1": "bench.w1_projection",
 }
 ALIASES: dict[str, str] = {"R3": "R2", "M1": "W1"}

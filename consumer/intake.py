@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -63,10 +64,12 @@ class Stopping(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A decoded fetch and the generation it was fetched under."""
+    """A decoded fetch, the generation it was fetched under and when the client handed it over (wall clock, to
+    compare with the records' Kafka timestamps)."""
 
     decoded: DecodedFetch
     generation: int
+    fetched_at: float
 
 
 class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -162,11 +165,11 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         fetched = [m for messages in batches.values() for m in messages]
         if not fetched:
             return None
-        return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation))
+        return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation, time.time()))
 
-    def _decode(self, fetched: Sequence[ConsumerRecord], generation: int) -> Fetched:
+    def _decode(self, fetched: Sequence[ConsumerRecord], generation: int, fetched_at: float) -> Fetched:
         records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
-        return Fetched(decode_fetch(records, self._settings.max_message_bytes), generation)
+        return Fetched(decode_fetch(records, self._settings.max_message_bytes), generation, fetched_at)
 
     async def _drop_and_seek(self) -> None:
         """Let go of everything in hand and seek every assigned partition to its stored position."""

@@ -106,11 +106,14 @@ class ConsumerLoop:
             return
         metrics.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         metrics.TRANSACTION_RECORDS.observe(len(fetch.records))
+        ages = _Ages(fetched)
+        ages.observe("committed")
         await self._commit_to_kafka(applied)
         for result in applied:
             self._count(result)
             if self._on_applied is not None:  # every commit: it moved positions even if it changed no row
                 await self._on_applied(result)
+        ages.observe("announced")
 
     async def _transaction(self, fetched: Fetched, part: DecodedFetch, marks: dict[Partition, int]) -> Applied | None:
         """Apply `part` of `fetched` in one transaction if `fetched` is still current; None if it is not."""
@@ -157,3 +160,17 @@ class ConsumerLoop:
         ):
             for topic, n in counts.items():
                 metrics.EVENTS.labels(topic, outcome).inc(n)
+
+
+class _Ages:
+    """Observes the age of a fetch's oldest record at each stage of its transaction (metrics.RECORD_AGE)."""
+
+    def __init__(self, fetched: Fetched) -> None:
+        stamps = [r.timestamp_ms for r in fetched.decoded.records if r.timestamp_ms is not None and r.timestamp_ms > 0]
+        self._oldest = min(stamps) / 1000 if stamps else None
+        if self._oldest is not None:
+            metrics.RECORD_AGE.labels("fetched").observe(max(0.0, fetched.fetched_at - self._oldest))
+
+    def observe(self, stage: str) -> None:
+        if self._oldest is not None:
+            metrics.RECORD_AGE.labels(stage).observe(max(0.0, time.time() - self._oldest))
