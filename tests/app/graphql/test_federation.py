@@ -101,6 +101,7 @@ async def test_a_mixed_list_reads_as_many_statements_as_one_entity(engine: Async
     assert [entity["id"] for entity in few] == [batch_ids[0], essay_ids[0]]
     assert [entity and entity["id"] for entity in found] == [*batch_ids, *essay_ids, None, None]
     assert len(many_statements) == len(few_statements), "\n\n".join(many_statements)
+    print(f"{len(many_statements)} statements for {len(one)} and for {len(many)} representations")
 
 
 async def test_too_many_representations_are_refused_before_reading(engine: AsyncEngine, gen2: None) -> None:
