@@ -448,7 +448,8 @@ class QueryCache:
             self._breaker.record_failure()  # a trial call must still end its trial
 
     async def _forget_entries_from_before_the_outage(self) -> None:
-        """Change the epoch before the first call that follows a failure.
+        """Change the epoch before the first call that follows a Redis failure (`_failed`; a local one is no sign
+        that evictions were lost).
 
         Evictions the consumer sent while this process could not reach Redis may have been lost too, and when Redis
         kept its data (a partition, a hung server) the entries they should have deleted are still there. The

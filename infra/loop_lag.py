@@ -34,6 +34,7 @@ class LoopLag:
         self._due = 0.0
         self._open = 0
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def deadline(self, budget: float, limit: float) -> Deadline:
         return Deadline(self, budget, limit)
@@ -51,8 +52,9 @@ class LoopLag:
     def hold(self) -> float:
         """Keep the heartbeat going until `release()`; returns `lateness()`."""
         self._open += 1
-        if self._heartbeat is None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._heartbeat is None or self._loop is not loop:  # not beating, or on a loop that has ended
+            self._loop = loop
             self._due = loop.time() + self._interval
             self._heartbeat = loop.call_at(self._due, self._beat)
         return self.lateness()
