@@ -1,7 +1,9 @@
 """Whole-result cache in Redis: a result is stored under a key of the request and indexed under the tags it read.
 
 The consumer evicts tags after each commit (consumer/eviction.py); this module looks results up, runs the query on a
-miss and stores what it got, unless a concurrent eviction may have made it stale. Layout: infra/cache_keys.py.
+miss and stores what it got, unless a concurrent eviction may have made it stale. Layout: infra/cache_keys.py. An entry
+holds the time it was stored, its body's digest (`body_digest`: REST's ETag, and the key of the memo of compressed
+answers, app/compression.py) and the body.
 
 Why no stale result is ever stored
 ----------------------------------
@@ -51,7 +53,7 @@ GIVE_UP_FACTOR timeouts in all) goes without the cache alone: no breaker, no epo
 switch its cache off and empty it, and the executions that follow would make it busier still. State changes are
 logged once, not per request.
 
-One module, on purpose (about 490 lines, a quarter of them this argument): the two scripts, the snapshot a miss takes,
+One module, on purpose (about 520 lines, a quarter of them this argument): the two scripts, the snapshot a miss takes,
 the single flight and the breaker are the parts the argument above speaks of together, and a change to any of them
 must be checked against it here. The request keys and `extensions.cache` helpers beside them are small.
 """
@@ -60,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
@@ -129,14 +132,14 @@ end
 local ttl = tonumber(ARGV[3])
 local now = redis.call('TIME')
 local stamp = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
-redis.call('SET', KEYS[2], stamp .. '\\n' .. ARGV[4], 'EX', ttl)
+redis.call('SET', KEYS[2], stamp .. ' ' .. ARGV[5] .. '\\n' .. ARGV[4], 'EX', ttl)
 for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], KEYS[2])
   if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
 end
 return 'stored'
 """
-"""KEYS: epoch, entry, then (index, seq) per tag. ARGV: snapshot epoch, snapshot counter, ttl, body.
+"""KEYS: epoch, entry, then (index, seq) per tag. ARGV: snapshot epoch, snapshot counter, ttl, body, body digest.
 
 An index never expires before an entry it lists (its TTL only grows), or an eviction could miss that entry."""
 
@@ -155,9 +158,13 @@ class Executed:
 
 @dataclass(frozen=True, slots=True)
 class Served:
+    """An answer: its body, how it was served, its age (hits), and `digest`, the body's `body_digest`, when it is a
+    stored entry's (a hit, a stored miss, a coalesced follower of one): what compressed forms are memoized by."""
+
     body: bytes
     status: Status
     age_seconds: float | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +192,22 @@ class _Known:
 class _Hit:
     body: bytes
     age_seconds: float
+    digest: str
 
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    body: bytes
+    digest: str
+
+
+_DIGEST_CHARS = 32
 
 _counted = functools.cache(ck.REQUESTS.labels)
 """The request counter's child for a result: `labels()` locks and builds a tuple on every call, and hits are hot."""
 
-Flight = asyncio.Future[bytes | None]
-"""A leader's execution: resolves to the body if followers may use it, else None."""
+Flight = asyncio.Future[_Stored | None]
+"""A leader's execution: resolves to what it stored if followers may use it, else None."""
 
 
 class _Unavailable(Exception):
@@ -237,6 +253,12 @@ def _normalized(query: str) -> str:
 def rest_cache_key(path: str, params: Iterable[tuple[str, str]], user_id: str | None, version: str = "") -> str:
     """The key of a REST GET: path, query parameters in sorted order (repeats kept), scope as for GraphQL."""
     return ck.digest(["rest", version, path, sorted(params), user_id])
+
+
+def body_digest(body: bytes) -> str:
+    """A body's content digest: 128 bits of its sha256, hex. Stored with each entry (computed once, at the store);
+    REST's ETags and the memo of compressed answers (app/compression.py) use it."""
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 def cache_extension(served: Served) -> dict[str, object]:
@@ -306,14 +328,14 @@ class QueryCache:
             return await self._bypass(execute)
         if isinstance(found, _Hit):
             _counted("hit").inc()
-            return Served(found.body, "hit", found.age_seconds)
+            return Served(found.body, "hit", found.age_seconds, found.digest)
         snapshot = found
         flight = self._flights.get(key)
         if flight is not None:
             shared = await asyncio.shield(flight)
             if shared is not None:
                 _counted("coalesced").inc()
-                return Served(shared, "coalesced", 0.0)
+                return Served(shared.body, "coalesced", 0.0, shared.digest)
             # The leader's result could not be vouched for: execute on our own snapshot.
             return await self._miss(key, snapshot, execute)
         return await self._lead(key, snapshot, execute)
@@ -326,27 +348,25 @@ class QueryCache:
     async def _lead(self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]) -> Served:
         flight: Flight = asyncio.get_running_loop().create_future()
         self._flights[key] = flight
-        shared: bytes | None = None
+        shared: _Stored | None = None
         try:
-            served, stored = await self._run(key, snapshot, execute)
-            shared = served.body if stored else None
+            served = await self._run(key, snapshot, execute)
+            shared = None if served.digest is None else _Stored(served.body, served.digest)
             return served
         finally:
             self._flights.pop(key, None)
             flight.set_result(shared)
 
     async def _miss(self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]) -> Served:
-        served, _ = await self._run(key, snapshot, execute)
-        return served
+        return await self._run(key, snapshot, execute)
 
-    async def _run(
-        self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]
-    ) -> tuple[Served, bool]:
+    async def _run(self, key: str, snapshot: _Snapshot, execute: Callable[[], Awaitable[Executed]]) -> Served:
+        """Execute and store; the answer carries the body's digest only when it was stored."""
         _counted("miss").inc()
         executed = await execute()
-        outcome = await self._store(key, snapshot, executed)
+        outcome, digest = await self._store(key, snapshot, executed)
         ck.STORES.labels(outcome).inc()
-        return Served(executed.body, "miss"), outcome == "stored"
+        return Served(executed.body, "miss", digest=digest if outcome == "stored" else None)
 
     async def _lookup(self, key: str) -> _Hit | _Snapshot:
         """The entry of `key`, or on a miss the snapshot its store will be checked against."""
@@ -388,26 +408,28 @@ class QueryCache:
         self._known = _Known(epoch.decode(), int(now_ms) - (started + finished) * 500, finished + CLOCK_REFRESH_SECONDS)
         return _parse_entry(entry, int(now_ms)) or _Snapshot(self._known.epoch, int(counter), started)
 
-    async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> str:
+    async def _store(self, key: str, snapshot: _Snapshot, executed: Executed) -> tuple[str, str | None]:
+        """The store's outcome, and the digest of the body it stored or tried to."""
         if not executed.cacheable:
-            return "skipped_uncacheable"
+            return "skipped_uncacheable", None
         tags = executed.tags
         if len(tags) > self._max_tags or any(len(tag) > self._max_tag_chars for tag in tags):
-            return "skipped_too_large"
+            return "skipped_too_large", None
         if time.monotonic() - snapshot.started > ck.STORE_DEADLINE_SECONDS:
-            return "skipped_stale"
+            return "skipped_stale", None
         entry = self._layout.entry(snapshot.epoch, key)
+        digest = body_digest(executed.body)
         try:
             result = await self._guarded(
                 "store",
                 lambda: self._store_script(
                     keys=[self._layout.epoch, entry, *self._layout.tag_keys(executed.tags)],
-                    args=[snapshot.epoch, snapshot.counter, self._ttl, executed.body],
+                    args=[snapshot.epoch, snapshot.counter, self._ttl, executed.body, digest],
                 ),
             )
         except _Unavailable:
-            return "skipped_error"
-        return "stored" if result == b"stored" else "skipped_stale"
+            return "skipped_error", digest
+        return "stored" if result == b"stored" else "skipped_stale", digest
 
     async def _guarded(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
         """One Redis call under the breaker and the deadline; raises _Unavailable if skipped or failed."""
@@ -477,10 +499,12 @@ class QueryCache:
 
 
 def _parse_entry(entry: object, now_ms: float) -> _Hit | None:
-    """An entry is b"{stored_at_ms}\\n{body}"; anything else is treated as a miss (and overwritten by the store)."""
+    """An entry is b"{stored_at_ms} {body_digest}\\n{body}"; anything else (an entry of a release before the digest,
+    say) is treated as a miss, and overwritten by the store."""
     if not isinstance(entry, bytes):
         return None
-    stamp, sep, body = entry.partition(b"\n")
-    if not sep or not stamp.isdigit():
+    head, sep, body = entry.partition(b"\n")
+    stamp, _, digest = head.partition(b" ")
+    if not sep or not stamp.isdigit() or len(digest) != _DIGEST_CHARS:
         return None
-    return _Hit(body, max(0.0, (now_ms - int(stamp)) / 1000))
+    return _Hit(body, max(0.0, (now_ms - int(stamp)) / 1000), digest.decode())

@@ -6,7 +6,7 @@ so the two sides cannot drift apart. With P = `settings.cache_prefix` (several d
     P:epoch                  random token; entries stored under any other epoch are never read again, and none
                              while it is missing (deleted when Redis refuses evictions: consumer/eviction.py)
     P:gen                    global invalidation counter, INCRed by every eviction
-    P:e:{epoch}:{digest}     one cached result: b"{stored_at_ms}\\n" + body
+    P:e:{epoch}:{digest}     one cached result: b"{stored_at_ms} {body_digest}\\n" + body
     P:t:{tag}                set of the entry keys indexed under a tag
     P:s:{tag}                value of P:gen at the tag's latest eviction
     P:d:{sha256}             a persisted GraphQL document: b"t" (trusted) or b"a" (APQ registration) + its text

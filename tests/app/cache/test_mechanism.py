@@ -10,7 +10,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from app.cache import Executed, QueryCache, Served, with_cache_extension
+from app.cache import Executed, QueryCache, Served, body_digest, with_cache_extension
 from consumer.eviction import Evictor
 from infra import cache_keys as ck
 from infra.settings import Settings
@@ -151,9 +151,29 @@ async def test_the_age_of_a_hit_is_measured_on_redis_clock(cache: QueryCache, re
     (entry,) = await redis.keys(layout.entry_prefix + "*")
     seconds, micros = await redis.time()
     stamp = seconds * 1000 + micros // 1000 - 3_000
-    await redis.set(entry, f"{stamp}\n".encode() + first.body, keepttl=True)
+    await redis.set(entry, f"{stamp} {body_digest(first.body)}\n".encode() + first.body, keepttl=True)
     hit = await cache.fetch(key("X"), batch(source, "X"))
     assert hit.status == "hit" and hit.age_seconds is not None and 3 <= hit.age_seconds <= 3 + within_calls(started)
+
+
+async def test_an_entry_carries_its_body_digest_and_an_older_form_is_stored_again(
+    cache: QueryCache, redis: Redis, settings: Settings
+) -> None:
+    """The digest compressed forms are memoized by (app/compression.py) is the stored body's, given by a stored miss
+    and by every hit; an entry without one (a release before it) is a miss and is stored again."""
+    layout = ck.CacheLayout(settings.cache_prefix)
+    source = Source(values={"X": "v"})
+    miss = await cache.fetch(key("X"), batch(source, "X"))
+    hit = await cache.fetch(key("X"), batch(source, "X"))
+    assert (miss.status, hit.status) == ("miss", "hit")
+    assert miss.digest == hit.digest == body_digest(miss.body) and hit.body == miss.body
+    (entry,) = await redis.keys(layout.entry_prefix + "*")
+    stored = await redis.get(entry)
+    assert isinstance(stored, bytes) and stored.split(b"\n", 1)[0].endswith(b" " + miss.digest.encode())
+    await redis.set(entry, stored.split(b" ", 1)[0] + b"\n" + miss.body, keepttl=True)
+    assert (await cache.fetch(key("X"), batch(source, "X"))).status == "miss"
+    assert (await cache.fetch(key("X"), batch(source, "X"))).status == "hit"
+    assert source.calls == 2
 
 
 async def test_entries_indexes_and_sequences_expire(
