@@ -15,12 +15,15 @@ produced), never from the settings of `ras serve`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gzip
 import hashlib
 import html
 import json
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -30,6 +33,8 @@ from graphql import NamedTypeNode, NonNullTypeNode, OperationDefinitionNode, Typ
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from app.compression import ASSET_LEVEL, GZIP, Compression
+from app.metrics import GZIP_COMPRESSIONS
 from infra.settings import Settings
 
 ASSET_PATH = "/graphiql"
@@ -210,10 +215,39 @@ def page_response(request: Request, settings: Settings) -> HTMLResponse:
     return HTMLResponse(body, headers=headers)
 
 
-async def asset_endpoint(request: Request) -> Response:
-    asset = assets().get(request.path_params["name"])
-    if asset is None:
-        return PlainTextResponse("Not Found", status_code=404)
-    # The page names each file with its content's version (?v=…), so a cached copy is never stale.
-    headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
-    return Response(asset.body, media_type=asset.media_type, headers=headers)
+def asset_endpoint(compression: Compression) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of the page's files: gzipped (once per file and process, in a worker thread) where the request
+    prefers it."""
+
+    async def endpoint(request: Request) -> Response:
+        name = request.path_params["name"]
+        asset = assets().get(name)
+        if asset is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        # The page names each file with its content's version (?v=…), so a cached copy is never stale.
+        headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+        if not compression.enabled:
+            return Response(asset.body, media_type=asset.media_type, headers=headers)
+        headers["Vary"] = "Accept-Encoding"
+        if len(asset.body) < compression.min_bytes or not compression.wanted(request.headers.get("accept-encoding")):
+            return Response(asset.body, media_type=asset.media_type, headers=headers)
+        body = _gzipped.get(name) or await asyncio.to_thread(gzipped, name)
+        headers["Content-Encoding"] = GZIP
+        return Response(body, media_type=asset.media_type, headers=headers)
+
+    return endpoint
+
+
+_gzipped: dict[str, bytes] = {}
+_gzipping = threading.Lock()
+
+
+def gzipped(name: str) -> bytes:
+    """The gzip form of the page's file `name`, compressed on the first call only (the lock keeps two first
+    requests from compressing it twice)."""
+    with _gzipping:
+        found = _gzipped.get(name)
+        if found is None:
+            found = _gzipped[name] = gzip.compress(assets()[name].body, ASSET_LEVEL, mtime=0)
+            GZIP_COMPRESSIONS.labels("asset").inc()
+        return found

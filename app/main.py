@@ -19,6 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from app import graphiql, metrics
 from app.cache import QueryCache
+from app.compression import Compression
 from app.graphql.endpoint import GraphQLEndpoint
 from app.graphql.schema import build_schema
 from app.health import Health
@@ -106,18 +107,20 @@ def create_app(
                 await holder.engine.dispose()
                 holder.engine = None
 
-    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events, consistency)
+    compression = Compression.from_settings(settings)  # one memo of compressed cached answers for both APIs
+    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events, consistency, compression)
     routes = [
         Route(GRAPHQL_PATH, graphql),
         WebSocketRoute(GRAPHQL_PATH, graphql),
         # One breaker for both: they read the same database.
-        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker)),
+        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression)),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route(METRICS_PATH, authenticated_metrics(settings, correlation_id), methods=["GET", "HEAD"]),
     ]
     if limits.graphiql:
-        routes.append(Route(graphiql.ASSET_PATH + "/{name}", graphiql.asset_endpoint, methods=["GET", "HEAD"]))
+        asset_endpoint = graphiql.asset_endpoint(compression)
+        routes.append(Route(graphiql.ASSET_PATH + "/{name}", asset_endpoint, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     setattr(app.state, graphiql.PREFILL_STATE, graphiql_prefill)
     return app

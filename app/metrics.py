@@ -32,6 +32,16 @@ GRAPHQL_EXECUTOR = Gauge(
     ["executor"],
 )
 
+GZIP_COMPRESSIONS = Counter(
+    "ras_api_gzip_compressions_total",
+    "Bodies gzip-compressed, by what: response (this response only), cached (a cached answer's form, memoized for "
+    "later hits), asset (a GraphiQL file, once per process).",
+    ["what"],
+)
+GZIP_MEMO_HITS = Counter(
+    "ras_api_gzip_memo_hits_total", "Gzip answers made from a cached answer's memoized compressed form."
+)
+
 
 OTHER_OPERATION = "other"
 MAX_OPERATION_LENGTH = 64

@@ -167,6 +167,24 @@ class Settings(BaseSettings):
         "it is accepted. 0: no cap. Behind a proxy every connection comes from the proxy: set it above the "
         "connections the proxy opens to one instance.",
     )
+    compression_enabled: bool = Field(
+        default=True,
+        description="Answer with gzip where the request's Accept-Encoding prefers it (GraphQL, REST, GraphiQL and its "
+        "files; every such response then carries Vary: Accept-Encoding). Off: only identity bodies, as when a proxy "
+        "in front compresses.",
+    )
+    compression_min_bytes: int = Field(
+        default=1_024,
+        ge=0,
+        description="Smallest body compressed; smaller ones go as they are (compression would save less than the "
+        "gzip framing and the work cost).",
+    )
+    compression_memo_bytes: int = Field(
+        default=33_554_432,
+        ge=0,
+        description="Most bytes of compressed cached answers one API process keeps (least recently used dropped "
+        "first), so a cache hit is compressed once per process, not per request. 0: compress every hit again.",
+    )
     cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
     cache_prefix: str = Field(
         default="ras", description="Prefix of every Redis key, so several deployments can share one Redis."

@@ -3,7 +3,7 @@ R1): a request's headers read once from the scope, and a 200 JSON answer sent wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar, overload
 
 from starlette.types import Scope, Send
@@ -42,13 +42,16 @@ class ScopeHeaders(Mapping[str, str]):
         return self._values.get(name.lower(), default)
 
 
-async def send_json(send: Send, body: bytes, correlation: str, media: str) -> None:
+async def send_json(
+    send: Send, body: bytes, correlation: str, media: str, more: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """A 200 answer of JSON under the response media type `media` (app/graphql/media.py), with the headers
-    Starlette's `Response` would send, without building one (cache hits)."""
+    Starlette's `Response` would send and `more` (those of its compression), without building one (cache hits)."""
     headers = [
         (b"content-length", str(len(body)).encode()),
         (b"content-type", media.encode()),
         (b"x-correlation-id", correlation.encode()),
+        *more,
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

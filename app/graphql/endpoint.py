@@ -19,6 +19,9 @@ path inside `QueryCache.fetch`, with a context created there, so its database sn
 snapshot (app/cache.py explains why that ordering matters). Only error-free results whose reads are all covered by
 tags are stored.
 
+Responses are gzipped where the request's Accept-Encoding prefers it (app/compression.py): a cacheable result from
+its stored bytes' compressed head, memoized per process, so a hit compresses nothing; any other response as it goes.
+
 WebSocket connections (graphql-transport-ws only) carry subscriptions (app/graphql/subscriptions.py): the
 credentials come in the `connection_init` payload or on the upgrade request, and a refused connection is closed
 with 4401 (missing) or 4403 (wrong); without a live-update hub the handshake itself is refused.
@@ -54,7 +57,8 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from app import graphiql
 from app.auth import AuthError, Caller, authenticate
-from app.cache import Executed, QueryCache, with_cache_extension
+from app.cache import Executed, QueryCache, Served, with_cache_extension
+from app.compression import ACCEPT_ENCODING, Compression
 from app.errors import INTERNAL
 from app.graphql.asgi import ScopeHeaders, send_json
 from app.graphql.body import BodyTooLarge, RequestBody, capped
@@ -63,7 +67,7 @@ from app.graphql.media import GRAPHQL_RESPONSE, MediaType, negotiated, request_e
 from app.graphql.operation import Operation, Refusal
 from app.graphql.persisted import PersistedDocuments
 from app.graphql.refusals import http_error, refused, too_large, unauthenticated
-from app.graphql.splice import spliced
+from app.graphql.splice import extension_tail, spliced
 from app.graphql.subscriptions import LiveContext, Rejection, authenticate_connection
 from app.graphql.websocket import TransportWSHandler, WebSocketAdapter
 from app.limits import ApiLimits
@@ -100,6 +104,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         cache: QueryCache | None = None,
         events: EventHub | None = None,
         consistency: Consistency | None = None,
+        compression: Compression | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -115,6 +120,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self._events = events
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
         self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
+        self._compression = compression or Compression.from_settings(settings)
         # Redis is the documents' fast layer where the cache has it; PostgreSQL holds them all.
         redis = ck.connect(settings) if cache is not None else None
         self.documents = PersistedDocuments(settings.documents, engine, redis, ck.CacheLayout(settings.cache_prefix))
@@ -140,23 +146,24 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         headers = ScopeHeaders(scope)
         correlation = correlation_id(headers)
         media = negotiated(headers.get("accept", ""))
+        gzip = self._compression.wanted(headers.get(ACCEPT_ENCODING))
         try:
             try:
                 response = await self._respond(request, body, headers, correlation, media)
             except BodyTooLarge:
                 response = too_large(self.limits.max_request_bytes, correlation, media)
-            if isinstance(response, bytes):
-                await send_json(send, response, correlation, media)
+            if isinstance(response, Served):
+                await self._send_served(send, response, correlation, media, gzip)
                 return
             response.headers[CORRELATION_HEADER] = correlation
-            await response(scope, receive, send)
+            await self._compression.response(response, gzip)(scope, receive, send)
         except ClientDisconnect:  # the client left mid-request: nothing to answer, nothing went wrong here
             log.debug("client disconnected", path=scope["path"], method=scope["method"], correlation_id=correlation)
 
     async def _respond(
         self, request: Request, body: RequestBody, headers: ScopeHeaders, correlation: str, media: MediaType
-    ) -> Response | bytes:
-        """The response, or the body of a 200 answer that holds a cacheable result (sent without a Response)."""
+    ) -> Response | Served:
+        """The response, or the cache's answer for a cacheable result (sent without a Response: `_send_served`)."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             return too_large(self.limits.max_request_bytes, correlation, media)
@@ -173,16 +180,28 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         started = time.perf_counter()
         if prepared.refusal is not None or prepared.operation is None:
             assert prepared.refusal is not None, "an operation that could not be read is refused"
-            response: Response | bytes = refused(prepared.refusal, correlation, media)
+            response: Response | Served = refused(prepared.refusal, correlation, media)
         elif prepared.key is None or self._cache is None:
             response = await self._execute(request, caller, correlation, prepared.operation, media)
         else:
             response = await self._cached(
                 self._cache, prepared.key, request, caller, correlation, prepared.operation, media
             )
-        status_code = 200 if isinstance(response, bytes) else response.status_code
+        status_code = 200 if isinstance(response, Served) else response.status_code
         record_request("graphql", prepared.label, status_code, time.perf_counter() - started)
         return response
+
+    async def _send_served(self, send: Send, served: Served, correlation: str, media: MediaType, gzip: bool) -> None:
+        """A cacheable result's 200: the stored bytes with `extensions.cache` spliced on, gzipped from their memoized
+        compressed head when the request prefers gzip (app/compression.py)."""
+        tail = extension_tail(served)
+        kept = len(served.body) - 1  # all but the closing brace, which the tail replaces
+        if self._compression.compresses(kept + len(tail), gzip):
+            encoded = self._compression.cached(served.body, served.digest, kept, tail)
+            await send_json(send, encoded, correlation, media, self._compression.headers(encoded=True))
+        else:
+            plain = spliced(served.body, tail)
+            await send_json(send, plain, correlation, media, self._compression.headers(encoded=False))
 
     async def _execute(
         self, request: Request, caller: Caller, correlation: str, operation: Operation, media: MediaType
@@ -221,7 +240,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         correlation: str,
         operation: Operation,
         media: MediaType,
-    ) -> Response | bytes:
+    ) -> Response | Served:
         own: Response | None = None
 
         async def execute() -> Executed:
@@ -240,7 +259,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
         served = await cache.fetch(key, execute)
         if served.body:
-            return spliced(served.body, served)
+            return served
         assert own is not None, "only an execution here yields a body that may not be stored"
         if own.status_code != 200:
             return own

@@ -4,7 +4,8 @@ A thin translation over the GraphQL API's read path. A request is authenticated 
 (app/auth.py), its parameters are validated (app/rest/params.py), a fresh request context reads the whole answer in
 one statement through its loaders (app/reads/loaders.py), the rows become the documented JSON (app/rest/shape.py), and
 the bytes go through the same whole-result cache, tagged by what the loaders read, so the consumer's per-batch
-evictions cover these responses too. Every 200 carries a strong ETag; If-None-Match gets 304.
+evictions cover these responses too. Every 200 carries a strong ETag of its representation (identity or gzip, as
+Accept-Encoding prefers: app/compression.py); If-None-Match gets 304.
 
 Error bodies keep the original's `{"error": ...}` message, which callers match on, and add `error_code`, `message`
 and `correlation_id`. Every response carries X-Correlation-ID. See docs/rest.md.
@@ -25,7 +26,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from app.auth import AuthError, Caller, authenticate
-from app.cache import Executed, QueryCache, rest_cache_key
+from app.cache import Executed, QueryCache, Served, body_digest, rest_cache_key
+from app.compression import ACCEPT_ENCODING, GZIP, Compression
 from app.errors import DatabaseUnavailable
 from app.limits import ApiLimits
 from app.metrics import REQUEST_SECONDS, REQUESTS
@@ -105,9 +107,11 @@ def _auth_refusal(error: AuthError) -> Refusal:
 # --- ETags --------------------------------------------------------------------------------------------------------
 
 
-def etag(body: bytes) -> str:
-    """A strong validator: the first 128 bits of the body's sha256, quoted."""
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+def etag(digest: str, encoding: str | None = None) -> str:
+    """A strong validator of one representation: the body's digest (`app.cache.body_digest`, 128 bits of its
+    sha256), with `-gzip` for the gzipped one (RFC 9110 §8.8.3: each content coding is a representation of its own).
+    """
+    return f'"{digest}-{encoding}"' if encoding else f'"{digest}"'
 
 
 def none_match(header: str | None, current: str) -> bool:
@@ -160,8 +164,10 @@ class RestApi:
         engine: Callable[[], AsyncEngine],
         cache: QueryCache | None = None,
         breaker: CircuitBreaker | None = None,
+        compression: Compression | None = None,
     ) -> None:
         self._settings = settings
+        self._compression = compression or Compression.from_settings(settings)
         self._limits = limits
         self._engine = engine
         self.cache = cache
@@ -204,11 +210,15 @@ class RestApi:
                 )
                 response = _internal_error(correlation)
             response.headers[CORRELATION_HEADER] = correlation
+            response = self._compression.response(response, self._gzip_wanted(request))
             REQUESTS.labels("rest", name, str(response.status_code)).inc()
             REQUEST_SECONDS.labels("rest", name).observe(time.perf_counter() - started)
             return response
 
         return endpoint
+
+    def _gzip_wanted(self, request: Request) -> bool:
+        return self._compression.wanted(request.headers.get(ACCEPT_ENCODING))
 
     async def _checked(self, request: Request, correlation: str, handler: Handler, authenticated: bool) -> Response:
         if request.method not in _METHODS:
@@ -263,7 +273,8 @@ class RestApi:
         build: Callable[[Loaders], Awaitable[Json]],
     ) -> Response:
         """Build the document in a fresh context (its snapshot opens inside `execute`, after the cache's), through
-        the cache when there is one, and answer with the bytes, their ETag, or 304."""
+        the cache when there is one, and answer with the bytes (gzipped from a memoized compressed form if the
+        request prefers it and the cache stored them), their representation's ETag, or 304."""
         refused: Refusal | None = None
 
         async def execute() -> Executed:
@@ -281,16 +292,20 @@ class RestApi:
             return Executed(orjson.dumps(document), tags, context.tags.cacheable)
 
         if self.cache is None:
-            body, cache_status = (await execute()).body, "bypass"
+            served = Served((await execute()).body, "bypass")
         else:
             served = await self.cache.fetch(rest_cache_key(path, params, caller.user_id, CACHE_VERSION), execute)
-            body, cache_status = served.body, served.status
         if refused is not None:
             raise refused
-        tag = etag(body)
-        headers = {"ETag": tag, "X-Cache": cache_status, "Cache-Control": "private, no-cache"}
+        body = served.body
+        gzip = self._compression.compresses(len(body), self._gzip_wanted(request))
+        tag = etag(served.digest or body_digest(body), GZIP if gzip else None)
+        headers = {"ETag": tag, "X-Cache": served.status, "Cache-Control": "private, no-cache"}
         if none_match(request.headers.get("if-none-match"), tag):
             return Response(status_code=304, headers={"ETag": tag, "Cache-Control": "private, no-cache"})
+        if gzip:
+            headers["Content-Encoding"] = GZIP
+            body = self._compression.cached(body, served.digest, len(body))
         return Response(body, 200, headers, media_type=_JSON)
 
 
@@ -300,7 +315,9 @@ def routes(
     engine: Callable[[], AsyncEngine],
     cache: QueryCache | None = None,
     breaker: CircuitBreaker | None = None,
+    compression: Compression | None = None,
 ) -> list[BaseRoute]:
-    """The routes to mount at PREFIX. Pass the process's QueryCache to have responses cached (and evicted), and
-    the GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own)."""
-    return RestApi(settings, limits, engine, cache, breaker).routes()
+    """The routes to mount at PREFIX. Pass the process's QueryCache to have responses cached (and evicted), the
+    GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own), and the
+    app's Compression to share its memo of compressed answers (else one is made from settings)."""
+    return RestApi(settings, limits, engine, cache, breaker, compression).routes()
