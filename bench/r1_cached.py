@@ -8,10 +8,16 @@ returns, nothing else (bench/r1_app.py). Same process, event loop, HTTP stack an
 cached GraphQL path (authentication, the request's cache key, the lookup: one MGET of the entry and the epoch,
 splicing `extensions.cache`, metrics) costs over the least any cached answer could cost.
 
+The gzip row sends the same request with `Accept-Encoding: gzip`: the answer is framed from the entry's compressed
+form, memoized in the process (app/compression.py), around this request's `extensions.cache`. Its baseline,
+`/bare-gzip`, is one Redis GET of the gzipped bytes such a hit sent, returned as they are with `Content-Encoding:
+gzip`: the same bytes on the wire, none of the work.
+
 Load: `wrk` (Debian package `wrk`) in its own process, 2 threads, 32 connections, the same POST (body and
 headers) to both paths; without wrk, `bench.loadgen` (asyncio on uvloop, own process) does the same. After a
-warm-up of both paths, each repetition measures both for 5 s, in alternating order. Reported: requests/s and
-p50/p99 latency; the target is GraphQL ≥ 0.7× the bare endpoint's requests/s. Every GraphQL answer under load
+warm-up of every path, each repetition measures the four (plain and gzip, GraphQL and bare) for 5 s each, in
+alternating order. Reported: requests/s and p50/p99 latency; the targets are GraphQL ≥ 0.7× the bare endpoint's
+requests/s, plain and gzip alike. Every GraphQL answer under load
 must be a cache hit (checked on the server's metrics: no miss beyond the one that filled the entry).
 
 M1 (API): the server's peak RSS over the whole load, sampled every 20 ms, and its growth from the end of the first
@@ -22,6 +28,7 @@ still pays for first-time allocations, such as the few requests that ran uncache
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 import re
 import shutil
@@ -42,7 +49,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import MIB, Context, PeakRss, Result, ratios
 from bench.data import HEADERS, project, server_env
-from bench.r1_app import BARE_KEY, BARE_PATH
+from bench.r1_app import BARE_GZIP_KEY, BARE_GZIP_PATH, BARE_KEY, BARE_PATH
 from devstack.demo import EPOCH, batch_life
 from devstack.process import free_port
 
@@ -94,15 +101,16 @@ class LoadGenerator:
         headers: dict[str, str],
         workdir: Path,
         connections: int = CONNECTIONS,
+        name: str = "load",
     ) -> None:
         self.port = port
         self.connections = connections
         self.wrk = shutil.which("wrk")
         self.name = "wrk" if self.wrk else "bench.loadgen (asyncio + uvloop)"
-        self._script = workdir / "load.lua"
+        self._script = workdir / f"{name}.lua"
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         self._script.write_text(WRK_SCRIPT.format(body=_wrk_bodies(bodies), headers=lines))
-        self._request = workdir / "load.json"
+        self._request = workdir / f"{name}.json"
         texts = [body.decode() for body in bodies]
         self._request.write_bytes(orjson.dumps({"method": "POST", "bodies": texts, "headers": headers}))
 
@@ -166,6 +174,35 @@ async def _ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None
             await asyncio.sleep(0.1)
 
 
+async def _prime(base: str, body: bytes, headers: dict[str, str], redis: Redis) -> tuple[bytes, bytes]:
+    """Store the entry (one miss), check that the next answers are clean hits, plain and gzipped, and give the bare
+    endpoints their bytes: the plain answer, and the gzipped one exactly as it was sent."""
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        await client.post("/graphql", content=body, headers=headers)  # the miss that stores the entry
+        hit = await client.post("/graphql", content=body, headers={**headers, "Accept-Encoding": "identity"})
+        answer = orjson.loads(hit.content)
+        if answer.get("extensions", {}).get("cache", {}).get("status") != "hit" or "errors" in answer:
+            raise RuntimeError(f"R1: the second request was not a clean cache hit: {hit.text[:500]}")
+        if len(answer["data"]["batch"]["essays"]["nodes"]) != 25:
+            raise RuntimeError("R1: the batch should have 25 essays")
+        async with client.stream("POST", "/graphql", content=body, headers={**headers, "Accept-Encoding": "gzip"}) as r:
+            gzipped = b"".join([part async for part in r.aiter_raw()])
+        encoded = r.headers.get("content-encoding") == "gzip"
+        if not encoded or orjson.loads(gzip.decompress(gzipped))["data"] != answer["data"]:
+            raise RuntimeError("R1: the gzip request was not answered with the same document, gzipped")
+        await redis.set(BARE_KEY, hit.content)
+        await redis.set(BARE_GZIP_KEY, gzipped)
+        bare = await client.post(BARE_PATH, content=body, headers=headers)
+        async with client.stream("POST", BARE_GZIP_PATH, content=body, headers=headers) as r:
+            bare_gzipped = b"".join([part async for part in r.aiter_raw()])
+        assert (bare.content, bare_gzipped) == (hit.content, gzipped)
+    return hit.content, gzipped
+
+
+def _described(key: str, load: Load) -> str:
+    return f"{key} {load.rate:,.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms)"
+
+
 def _not_hits(metrics: str) -> float:
     """GraphQL answers the server did not take from the cache so far (misses, and bypasses on a Redis timeout)."""
     found = re.findall(r'^ras_cache_requests_total\{result="(?:miss|bypass|coalesced)"\} (\S+)$', metrics, re.MULTILINE)
@@ -201,49 +238,43 @@ async def run(ctx: Context) -> Result:
             )
         try:
             await _ready(base, proc, log)
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                await client.post("/graphql", content=body, headers=headers)  # the miss that stores the entry
-                hit = await client.post("/graphql", content=body, headers=headers)
-                answer = orjson.loads(hit.content)
-                if answer.get("extensions", {}).get("cache", {}).get("status") != "hit" or "errors" in answer:
-                    raise RuntimeError(f"R1: the second request was not a clean cache hit: {hit.text[:500]}")
-                if len(answer["data"]["batch"]["essays"]["nodes"]) != 25:
-                    raise RuntimeError("R1: the batch should have 25 essays")
-                await redis.set(BARE_KEY, hit.content)
-                bare = await client.post(BARE_PATH, content=body, headers=headers)
-                assert bare.content == hit.content
-
-            load = LoadGenerator(port, [body], headers, Path(tmp))
-            ctx.log(f"R1: {len(hit.content):,} B answer; load from {load.name}, {CONNECTIONS} connections")
+            plain, gzipped = await _prime(base, body, headers, redis)
+            gzip_headers = {**headers, "Accept-Encoding": "gzip"}
+            loads = {
+                "graphql": (LoadGenerator(port, [body], headers, Path(tmp)), "/graphql"),
+                "bare": (LoadGenerator(port, [body], headers, Path(tmp)), BARE_PATH),
+                "graphql gzip": (LoadGenerator(port, [body], gzip_headers, Path(tmp), name="gzip"), "/graphql"),
+                "bare gzip": (LoadGenerator(port, [body], gzip_headers, Path(tmp), name="gzip"), BARE_GZIP_PATH),
+            }
+            load = loads["graphql"][0]
+            ctx.log(
+                f"R1: {len(plain):,} B answer ({len(gzipped):,} B gzipped); load from {load.name}, "
+                f"{CONNECTIONS} connections"
+            )
             with PeakRss(proc.pid) as rss:
-                for path in ("/graphql", BARE_PATH):
-                    await load.run(path, WARMUP_SECONDS)  # also fills both Redis connection pools
+                for generator, path in loads.values():
+                    await generator.run(path, WARMUP_SECONDS)  # also fills the Redis connection pools
                 async with httpx.AsyncClient(base_url=base, timeout=10) as client:
                     not_hits_before = _not_hits((await client.get("/metrics", headers=HEADERS)).text)
                 errors = 0
                 rss_after: list[int] = []  # at the end of each repetition
                 for rep in range(ctx.repetitions):
-                    order = ("/graphql", BARE_PATH) if rep % 2 == 0 else (BARE_PATH, "/graphql")
-                    got = {path: await load.run(path, SECONDS) for path in order}
-                    for path, measured in got.items():
-                        key = "graphql" if path == "/graphql" else "bare"
+                    order = list(loads) if rep % 2 == 0 else list(reversed(loads))
+                    got = {key: await loads[key][0].run(loads[key][1], SECONDS) for key in order}
+                    for key, measured in got.items():
                         errors += measured.errors
                         samples.setdefault(f"{key} requests", []).append(measured.requests)
                         samples.setdefault(f"{key} rate", []).append(measured.rate)
                         samples.setdefault(f"{key} p50", []).append(measured.p50_ms)
                         samples.setdefault(f"{key} p99", []).append(measured.p99_ms)
                     rss_after.append(psutil.Process(proc.pid).memory_info().rss)
-                    g, b = got["/graphql"], got[BARE_PATH]
-                    ctx.log(
-                        f"R1 #{rep + 1}: GraphQL {g.rate:,.0f} req/s (p50 {g.p50_ms:.2f} ms, p99 {g.p99_ms:.2f} ms); "
-                        f"bare {b.rate:,.0f} req/s (p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms)"
-                    )
+                    ctx.log(f"R1 #{rep + 1}: " + "; ".join(_described(key, got[key]) for key in loads))
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
                 not_hits = _not_hits((await client.get("/metrics", headers=HEADERS)).text) - not_hits_before
             # A Redis call over RAS_REDIS_TIMEOUT_SECONDS (0.1 s) fails: the GraphQL request then executes without the
             # cache (fail-open), a bare one answers 500. The first burst of 32 connections can see a few of those on
             # a busy 2-core machine; more than a few in a thousand would mean the figures are not of cached reads.
-            requests = sum(samples["graphql requests"]) + sum(samples["bare requests"])
+            requests = sum(sum(samples[f"{key} requests"]) for key in loads)
             if not_hits + errors > requests / 1000:
                 raise RuntimeError(f"R1: {not_hits:.0f} GraphQL answers not from cache and {errors} errors")
         finally:
@@ -254,18 +285,25 @@ async def run(ctx: Context) -> Result:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-            await redis.delete(BARE_KEY)
+            await redis.delete(BARE_KEY, BARE_GZIP_KEY)
             await redis.aclose()
             await ctx.servers.drop_database(url)
 
-    result.figure("R1 GraphQL from cache", "req/s", samples["graphql rate"], f"{len(hit.content):,} B answers")
+    result.figure("R1 GraphQL from cache", "req/s", samples["graphql rate"], f"{len(plain):,} B answers")
     result.figure("R1 GraphQL p50", "ms", samples["graphql p50"])
     result.figure("R1 GraphQL p99", "ms", samples["graphql p99"])
     result.figure("R1 bare Redis GET endpoint", "req/s", samples["bare rate"])
     result.figure("R1 bare p50", "ms", samples["bare p50"])
     result.figure("R1 bare p99", "ms", samples["bare p99"])
+    gzip_note = f"{len(gzipped):,} B gzipped answers"
+    result.figure("R1 GraphQL gzip from cache", "req/s", samples["graphql gzip rate"], gzip_note)
+    result.figure("R1 GraphQL gzip p50", "ms", samples["graphql gzip p50"])
+    result.figure("R1 GraphQL gzip p99", "ms", samples["graphql gzip p99"])
+    result.figure("R1 bare gzip Redis GET endpoint", "req/s", samples["bare gzip rate"])
+    result.figure("R1 bare gzip p50", "ms", samples["bare gzip p50"])
+    result.figure("R1 bare gzip p99", "ms", samples["bare gzip p99"])
     result.figure("M1 API peak RSS during R1", "MiB", [rss.peak / MIB], f"over {rss.samples:,} samples")
-    served = sum(samples["graphql requests"][1:]) + sum(samples["bare requests"][1:])
+    served = sum(sum(samples[f"{key} requests"][1:]) for key in loads)
     result.figure(
         "M1 API RSS growth over repetitions 2…n",
         "MiB",
@@ -273,6 +311,8 @@ async def run(ctx: Context) -> Result:
         f"while serving {served:,} more requests",
     )
     result.target("R1 GraphQL / bare requests/s", ratios(samples["graphql rate"], samples["bare rate"]), 0.7)
+    gzip_ratios = ratios(samples["graphql gzip rate"], samples["bare gzip rate"])
+    result.target("R1 GraphQL gzip / bare gzip requests/s", gzip_ratios, 0.7)
     result.notes.append(f"R1: {not_hits:.0f} GraphQL answers not from cache, {errors} errors under load")
     result.notes.append(
         f"R1 load: {load.name}, {THREADS} threads, {CONNECTIONS} connections, {SECONDS:g} s per measurement; "
