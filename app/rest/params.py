@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from app.reads.status import BATCH_STATUSES
 
@@ -83,3 +84,16 @@ def list_params(query: dict[str, list[str]]) -> ListParams | InvalidParameter:
 def valid_id(value: str) -> bool:
     """A path id the read model could hold: non-blank, at most MAX_ID_LENGTH characters, no control characters."""
     return bool(value.strip()) and len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def utf8_path(raw_path: bytes | None) -> bool:
+    """Whether a request's path, percent-decoded, is UTF-8. The server decodes it for routing with replacement
+    characters, so `%FF` and `%FE` would both read as the id U+FFFD; ids are UTF-8 text, so such a path names
+    none and is refused instead. (`raw_path` is the path as sent; a test client may append the query.)"""
+    if raw_path is None:
+        return True
+    try:
+        unquote_to_bytes(raw_path.partition(b"?")[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

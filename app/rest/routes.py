@@ -23,7 +23,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from app.auth import AuthError, Caller, authenticate
 from app.cache import Executed, QueryCache, Served, body_digest, rest_cache_key
@@ -55,8 +56,6 @@ never served (the cache key's version includes it)."""
 CACHE_VERSION = hashlib.sha256(SHAPE_REVISION.encode() + b"\n" + document_bytes()).hexdigest()[:16]
 
 _METHODS = ("GET", "HEAD")
-# Routes take every method so that the others get this API's JSON 405 rather than Starlette's plain text.
-_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _JSON = "application/json"
 
 Json = dict[str, Any]
@@ -72,6 +71,18 @@ class Refusal(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class _AnyMethod:
+    """A route's endpoint as an ASGI object: Starlette routes every method to an object (a function only to the
+    methods listed), so every method, TRACE and WebDAV's included, gets this API's JSON 405 (`_checked`) rather
+    than Starlette's plain text."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self._app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 def _invalid_parameters(message: str) -> Refusal:
@@ -176,11 +187,11 @@ class RestApi:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route(BATCH_STATUS_PATH, self._endpoint("get_batch_status", self._batch_status), methods=_ANY_METHOD),
-            Route(USER_BATCHES_PATH, self._endpoint("get_user_batches", self._user_batches), methods=_ANY_METHOD),
-            Route(OPENAPI_PATH, self._endpoint("openapi", self._openapi, authenticated=False), methods=_ANY_METHOD),
+            Route(BATCH_STATUS_PATH, _AnyMethod(self._endpoint("get_batch_status", self._batch_status))),
+            Route(USER_BATCHES_PATH, _AnyMethod(self._endpoint("get_user_batches", self._user_batches))),
+            Route(OPENAPI_PATH, _AnyMethod(self._endpoint("openapi", self._openapi, authenticated=False))),
             # Anything else under the prefix: the same JSON errors as the real routes, not Starlette's text.
-            Route("/{path:path}", self._endpoint("unknown_route", self._unknown), methods=_ANY_METHOD),
+            Route("/{path:path}", _AnyMethod(self._endpoint("unknown_route", self._unknown))),
         ]
 
     def _endpoint(
@@ -231,16 +242,17 @@ class RestApi:
 
     async def _batch_status(self, request: Request, caller: Caller, correlation: str) -> Response:
         batch_id = request.path_params["batch_id"]
-        if not rest_params.valid_id(batch_id):
-            message = f"batch_id must be 1 to {rest_params.MAX_ID_LENGTH} printable characters."
+        if not (rest_params.valid_id(batch_id) and rest_params.utf8_path(request.scope.get("raw_path"))):
+            message = f"batch_id must be 1 to {rest_params.MAX_ID_LENGTH} printable characters of UTF-8."
             raise Refusal(400, "Invalid batch ID", "INVALID_PARAMETER", message)
         path = f"{PREFIX}/batches/{batch_id}/status"
         return await self._serve(request, caller, correlation, path, [], lambda lo: batch_status_document(lo, batch_id))
 
     async def _user_batches(self, request: Request, caller: Caller, correlation: str) -> Response:
         user_id = request.path_params["user_id"]
-        if not rest_params.valid_id(user_id):
-            raise _invalid_parameters(f"user_id must be 1 to {rest_params.MAX_ID_LENGTH} printable characters.")
+        if not (rest_params.valid_id(user_id) and rest_params.utf8_path(request.scope.get("raw_path"))):
+            message = f"user_id must be 1 to {rest_params.MAX_ID_LENGTH} printable characters of UTF-8."
+            raise _invalid_parameters(message)
         if caller.user_id is not None and caller.user_id != user_id:
             message = "The path's user id must match the X-User-ID header: a user can list only their own batches."
             raise Refusal(403, "Forbidden", "FORBIDDEN", message)
