@@ -113,6 +113,15 @@ LIST_AFTER = "query($after: String) { batches(first: 100, after: $after) { nodes
 LIST_OF = "query($user: String) { batches(userId: $user) { totalCount nodes { id userId } } }"
 LIST_ASSIGNMENT = "query($a: String) { batches(assignmentId: $a) { totalCount nodes { id userId } } }"
 ESSAY = "query($id: ID!) { essay(id: $id) { id batchId batch { id userId } phaseResults { phase essayId batchId } } }"
+ALIASED = (
+    "query($mine: ID!, $theirs: ID!) { mine: batch(id: $mine) { id } theirs: batch(id: $theirs) { id userId } "
+    "list: batches(first: 100) { nodes { id } } }"
+)
+FRAGMENTS = (
+    "query($id: ID!, $essay: ID!) { ...Q } fragment Q on Query { batch(id: $id) { ...B } "
+    "essay(id: $essay) { ... on Essay { id batch { ...B } } } } "
+    "fragment B on Batch { id userId essays { nodes { id } } }"
+)
 NESTED = (
     "query($id: ID!) { essay(id: $id) { batch { essays { nodes { id batch { userId "
     "essays(first: 5) { nodes { id } } } } } } } }"
@@ -140,6 +149,15 @@ def _probes(owned: dict[str, Owned], bob_cursor: str) -> list[Probe]:
         Probe("essay(bob's id)", "graphql", ESSAY, {"id": bob.essays[0]}),
         Probe("essay(bob's unlinked essay)", "graphql", ESSAY, {"id": "bob-loose-essay"}),
         Probe("essay(alice's id)", "graphql", ESSAY, {"id": alice.essays[0]}),
+        Probe(
+            "aliases over alice's and bob's batch",
+            "graphql",
+            ALIASED,
+            {"mine": alice.batches[0], "theirs": bob.batches[0]},
+        ),
+        Probe(
+            "fragments over bob's batch and essay", "graphql", FRAGMENTS, {"id": bob.batches[0], "essay": bob.essays[0]}
+        ),
         Probe("essay.batch.essays nested", "graphql", NESTED, {"id": alice.essays[0]}),
         Probe("essay.batch.essays nested (bob's)", "graphql", NESTED, {"id": bob.essays[0]}),
         Probe("REST status of bob's batch", "rest", f"/batches/{bob.batches[0]}/status", {}),
@@ -202,6 +220,9 @@ async def test_no_entry_point_returns_another_users_data_cached_or_not(
                 assert sorted(n["id"] for n in nodes) == sorted(owned[ALICE].batches), "alice sees all of hers"
             if probe.name == "batch(alice's id)":
                 assert response.json()["data"]["batch"]["userId"] == ALICE
+            if probe.name == "aliases over alice's and bob's batch":
+                answered = response.json()["data"]
+                assert answered["mine"] == {"id": owned[ALICE].batches[0]} and answered["theirs"] is None
             if probe.name == "essay.batch.essays nested":
                 essays = response.json()["data"]["essay"]["batch"]["essays"]["nodes"]
                 assert essays and {e["batch"]["userId"] for e in essays} == {ALICE}

@@ -49,6 +49,20 @@ async def test_depth_counts_fragments_and_ignores_introspection(tight: Api) -> N
     assert "errors" not in (await tight.post(introspection)).json()
 
 
+async def test_introspection_bombs_are_bounded_in_development(api: Api) -> None:
+    # Where introspection is on (development): types' fields' types' fields … nested past graphql-core's
+    # introspection depth rule, and more aliased copies of the whole schema than the alias limit.
+    nested = "{ __schema { types { " + "fields { type { " * 6 + "name" + " } }" * 6 + " } } }"
+    error = _only_error((await api.post(nested)).json())
+    assert (error["message"], error["extensions"]["code"]) == ("Maximum introspection depth exceeded", "BAD_USER_INPUT")
+    copies = " ".join(f"s{i}: __schema {{ types {{ name fields {{ name }} }} }}" for i in range(31))
+    error = _only_error((await api.post("{ " + copies + " }")).json())
+    assert (error["message"], error["extensions"]["code"]) == (
+        "Query uses 31 aliases; the limit is 30.",
+        "LIMIT_EXCEEDED",
+    )
+
+
 async def test_aliases(tight: Api) -> None:
     two = '{ a: batch(id: "1") { id } b: batch(id: "2") { id } }'
     assert "errors" not in (await tight.post(two)).json()
