@@ -20,6 +20,7 @@ SLOW = (
     "tests/app/test_auth.py",
     "tests/app/test_health.py",
     "tests/app/test_http_guards.py",
+    "tests/app/test_metrics_access.py",
     "tests/app/graphql/test_composition.py",
     "tests/app/graphql/test_http_audit.py",
     "tests/app/graphql/test_production_mode.py",
@@ -42,6 +43,7 @@ SLOW = (
     # Single tests over thousands of rows, or in a browser, or building the wheel.
     "tests/app/graphql/test_statement_count.py::test_statements_do_not_grow_with_batches_or_essays",
     "tests/app/graphql/test_execution_equivalence.py::test_mirrored__statement_count__statements_do_not_grow",
+    "tests/app/graphql/test_query_flood.py::test_unique_query_texts_do_not_grow_the_caches",
     "tests/app/graphql/test_graphiql.py::test_graphiql_in_headless_chromium",
     "tests/test_deploy.py::test_the_wheel_the_image_installs",
 )
