@@ -2,7 +2,8 @@
 
 structlog's loggers and the standard library's (uvicorn, Alembic, aiokafka, asyncio, SQLAlchemy, `warnings`) go
 through one handler whose `structlog.stdlib.ProcessorFormatter` renders both alike: `timestamp`, `level`, `logger`,
-`event`, then the call's own fields; a traceback, when there is one, is the `exception` field of the same line.
+`event`, then the call's own fields (and `trace_id`, `span_id` while a span is active: tracing on, infra/tracing.py);
+a traceback, when there is one, is the `exception` field of the same line.
 Warnings (`warnings.warn`) and exceptions Python could only ignore (`sys.unraisablehook`) are logged the same way.
 JSON unless stderr is a terminal (or the caller asks for the console, as `ras dev` does); tests and log shippers
 read the JSON.
@@ -15,7 +16,9 @@ import sys
 from typing import Literal
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from infra.trace_ids import current_ids
 
 Renderer = Literal["json", "console"]
 
@@ -25,10 +28,20 @@ _QUIET_UNLESS_DEBUG = ("alembic",)
 _ALWAYS_QUIET = ("sqlalchemy",)
 
 
+def _add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """The active span's ids, so a log line and the trace of the same request or transaction find each other."""
+    ids = current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
 def _shared_processors() -> list[Processor]:
     """Applied to structlog's and the standard library's entries alike, before rendering."""
     return [
         structlog.contextvars.merge_contextvars,
+        _add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
