@@ -1,4 +1,5 @@
-"""Errors as callers see them: every error carries `extensions.code` and `extensions.correlationId`.
+"""Errors as callers see them: every error carries `extensions.code` and `extensions.correlationId`, and
+`extensions.traceId` when the request is traced (docs/tracing.md).
 
 Codes: UNAUTHENTICATED (401, before execution), FORBIDDEN, BAD_USER_INPUT, LIMIT_EXCEEDED, SERVICE_UNAVAILABLE (the
 database cannot be reached: the response is HTTP 503 with Retry-After) and INTERNAL; for persisted documents
@@ -13,6 +14,8 @@ The reads and REST raise and answer with these; app/graphql/errors.py gives a Gr
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from infra.trace_ids import current_trace_id
 
 UNAUTHENTICATED = "UNAUTHENTICATED"
 FORBIDDEN = "FORBIDDEN"
@@ -52,7 +55,14 @@ class DatabaseUnavailable(ApiError):
     code = SERVICE_UNAVAILABLE
 
 
+def trace_extension() -> dict[str, str]:
+    """`{"traceId": …}` of the request's trace when it is traced, else nothing: a report quoting an error then leads
+    to its trace as the correlation id leads to its log lines."""
+    trace_id = current_trace_id()
+    return {} if trace_id is None else {"traceId": trace_id}
+
+
 def error_body(message: str, code: str, correlation_id: str, **extensions: Any) -> dict[str, Any]:
     """A GraphQL-shaped response body for a request refused before execution (auth, malformed HTTP)."""
-    error = {"message": message, "extensions": {"code": code, "correlationId": correlation_id, **extensions}}
-    return {"errors": [error]}
+    fields = {"code": code, "correlationId": correlation_id, **trace_extension(), **extensions}
+    return {"errors": [{"message": message, "extensions": fields}]}

@@ -14,6 +14,7 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route, WebSocketRoute
 from uvicorn.config import STARTUP_FAILURE
 
@@ -31,11 +32,13 @@ from app.reads.consistency import Consistency
 from app.reads.context import correlation_id
 from app.rest import routes as rest
 from app.side_pool import SidePool
+from app.tracing import TracedRequests
 from db.engine import create_engine
 from infra.failures import database, reaching
 from infra.http_server import TaskServer, listen
 from infra.prometheus import METRICS_PATH, metrics_app
 from infra.settings import Settings
+from infra.tracing import Tracing, from_environment
 from infra.wait import wait_for
 
 log = structlog.get_logger(__name__)
@@ -64,13 +67,15 @@ def create_app(
     cache: QueryCache | None = None,
     events: EventHub | None = None,
     graphiql_prefill: graphiql.Prefill | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The ASGI app. Without `engine`, the lifespan waits for the database, creates an engine from settings and
     disposes of it on shutdown. `cache` (see `serve`) caches GraphQL and REST results; the app closes it.
     `events` (see `serve`) serves subscriptions and read-your-writes waits; the lifespan starts and closes it.
 
     `limits` overrides the limits settings give (tests use it). `graphiql_prefill` is what GraphiQL's page fills
-    in beyond the service id (`ras dev` gives its key and the demo's ids).
+    in beyond the service id (`ras dev` gives its key and the demo's ids). `tracing` (see `serve`; None: off) traces
+    GraphQL and REST requests (app/tracing.py); give `cache` the same tracing's tracer for its lookups' spans.
     """
     limits = limits or limits_from(settings)
     holder = _EngineHolder(engine)
@@ -108,12 +113,15 @@ def create_app(
                 holder.engine = None
 
     compression = Compression.from_settings(settings)  # one memo of compressed cached answers for both APIs
-    graphql = GraphQLEndpoint(build_schema(limits), settings, limits, holder, cache, events, consistency, compression)
+    provider = tracing.provider if tracing is not None else None
+    tracer = tracing.tracer("app") if tracing is not None else None
+    schema = build_schema(limits, tracing=provider)
+    graphql = GraphQLEndpoint(schema, settings, limits, holder, cache, events, consistency, compression, tracer)
     routes = [
         Route(GRAPHQL_PATH, graphql),
         WebSocketRoute(GRAPHQL_PATH, graphql),
         # One breaker for both: they read the same database.
-        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression)),
+        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression, tracer)),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route(METRICS_PATH, authenticated_metrics(settings, correlation_id), methods=["GET", "HEAD"]),
@@ -121,7 +129,8 @@ def create_app(
     if limits.graphiql:
         asset_endpoint = graphiql.asset_endpoint(compression)
         routes.append(Route(graphiql.ASSET_PATH + "/{name}", asset_endpoint, methods=["GET", "HEAD"]))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    traced = [] if tracer is None else [Middleware(TracedRequests, tracer=tracer, paths=(GRAPHQL_PATH, rest.PREFIX))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=traced)
     setattr(app.state, graphiql.PREFILL_STATE, graphiql_prefill)
     return app
 
@@ -169,20 +178,25 @@ def serve(settings: Settings) -> None:
     lets requests in flight finish, for at most RAS_SHUTDOWN_GRACE_SECONDS. The metrics listener
     (RAS_METRICS_PORT, unless 0) runs beside it and stops with it.
 
-    The ports are bound first, so a taken one is reported at once (`PortUnavailable`); then the database is waited
-    for (a `CommandFailure` when it does not answer). uvicorn logs through the process's logging (`log_config=None`:
-    no handlers of its own), so its lines are JSON like every other.
+    Tracing is on when the `OTEL_*` variables say so (infra/tracing.py). The ports are bound first, so a taken one
+    is reported at once (`PortUnavailable`); then the database is waited for (a `CommandFailure` when it does not
+    answer). uvicorn logs through the process's logging (`log_config=None`: no handlers of its own), so its lines are
+    JSON like every other.
     """
+    tracing = from_environment("ras-api")
     with contextlib.ExitStack() as sockets:
+        if tracing is not None:
+            sockets.callback(tracing.shutdown)  # last: exports the spans still batched
         sock = sockets.enter_context(listen(settings.host, settings.port, "--port (RAS_PORT)", "--host (RAS_HOST)"))
         metrics_sock = None
         if settings.metrics_port:
             metrics_sock = sockets.enter_context(
                 listen(settings.host, settings.metrics_port, "RAS_METRICS_PORT", "--host (RAS_HOST)")
             )
-        cache = QueryCache.from_settings(settings) if settings.cache_enabled else None
+        tracer = tracing.tracer("app.cache") if tracing is not None else None
+        cache = QueryCache.from_settings(settings, tracer) if settings.cache_enabled else None
         events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
-        config = server_config(settings, create_app(settings, cache=cache, events=events))
+        config = server_config(settings, create_app(settings, cache=cache, events=events, tracing=tracing))
         server = uvicorn.Server(config)
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             with reaching(database(settings.database_url)):

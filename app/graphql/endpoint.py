@@ -42,6 +42,7 @@ from typing import Any, cast
 import orjson
 import structlog
 from cross_web import HTTPException, StarletteRequestAdapter
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -59,7 +60,7 @@ from app import graphiql
 from app.auth import AuthError, Caller, authenticate
 from app.cache import Executed, QueryCache, Served, with_cache_extension
 from app.compression import ACCEPT_ENCODING, Compression
-from app.errors import INTERNAL
+from app.errors import INTERNAL, trace_extension
 from app.graphql.asgi import ScopeHeaders, send_json
 from app.graphql.body import BodyTooLarge, RequestBody, capped
 from app.graphql.keys import RequestKeys
@@ -105,6 +106,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         events: EventHub | None = None,
         consistency: Consistency | None = None,
         compression: Compression | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -118,6 +120,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self._engine = engine
         self._cache = cache
         self._events = events
+        self._tracer = tracer  # the loaders' spans; the request's and the operation's are made around this endpoint
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
         self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
         self._compression = compression or Compression.from_settings(settings)
@@ -213,7 +216,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         state.correlation_id = correlation  # for `process_result`
         state.operation = resolved  # for `parse_http_body`
         state.media = media
-        context = new_context(self._engine(), caller, correlation, self.limits, self.breaker, self.consistency)
+        context = new_context(
+            self._engine(), caller, correlation, self.limits, self.breaker, self.consistency, self._tracer
+        )
         try:
             response = await self.run(request, context=context)
         except HTTPException as exc:
@@ -316,7 +321,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
                 correlation = request.state.correlation_id
                 log.error("graphql.unshaped_error", correlation_id=correlation, error=error.get("message"))
                 error["message"] = f"Internal error. It was logged with correlation id {correlation}."
-                extensions.update(code=INTERNAL, correlationId=correlation)
+                extensions.update(code=INTERNAL, correlationId=correlation, **trace_extension())
             GRAPHQL_ERRORS.labels(str(extensions["code"])).inc()
         # Nothing executed when no error is a field's: under application/graphql-response+json that is GraphQL over
         # HTTP's request error, a 4xx or 5xx without `data`.

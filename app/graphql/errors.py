@@ -1,5 +1,6 @@
 """A GraphQL result's errors as callers see them (app/errors.py lists the codes): each gets its code and the
-operation's correlation id, and an error that is not an `ApiError` the caller caused is masked as INTERNAL and logged.
+operation's correlation id (and trace id, when traced), and an error that is not an `ApiError` the caller caused is
+masked as INTERNAL and logged.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import structlog
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from app.errors import BAD_USER_INPUT, INTERNAL, ApiError
+from app.errors import BAD_USER_INPUT, INTERNAL, ApiError, trace_extension
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ def shape(error: GraphQLError, correlation_id: str) -> GraphQLError:
         source=error.source,
         positions=error.positions,
         path=error.path,
-        extensions={"code": code, "correlationId": correlation_id, **extensions},
+        extensions={"code": code, "correlationId": correlation_id, **trace_extension(), **extensions},
     )
 
 

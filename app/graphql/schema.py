@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import strawberry
 import structlog
 from graphql import ASTValidationRule
+from opentelemetry.trace import TracerProvider
 from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StreamResult
@@ -35,6 +36,7 @@ from app.graphql.errors import ErrorShaping
 from app.graphql.limits import IntrospectionDisabled, ParseLimits, alias_rule, depth_rule
 from app.graphql.subscriptions import LiveContext, Subscription, WebSocketOnly
 from app.graphql.suggestions import HiddenSuggestions
+from app.graphql.tracing import TracedOperation, problem
 from app.graphql.types import PHASE_RESULT_TYPES, Batch, BatchConnection, Essay, Projection, resolved
 from app.limits import ApiLimits
 
@@ -164,9 +166,12 @@ async def _closing(source: StreamResult, context: LiveContext) -> StreamResult:
 DOCUMENT_CACHE_SIZE = 256
 
 
-def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> Schema:
+def build_schema(
+    limits: ApiLimits | None = None, *, announce: bool = True, tracing: TracerProvider | None = None
+) -> Schema:
     """The API's schema, executing with the executor `limits.executor` asks for if it can (see `choose_executor`);
-    `announce`: log which one, and set the `ras_graphql_executor` gauge."""
+    `announce`: log which one, and set the `ras_graphql_executor` gauge. `tracing`: operations get spans from it
+    (app/graphql/tracing.py)."""
     limits = limits or ApiLimits()
     executor = choose_executor(limits.executor)
     if announce:
@@ -188,6 +193,7 @@ def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> S
         ConsistencyGate,
         WebSocketOnly,
         *hidden,
+        *_tracing_extensions(tracing),
     ]
     schema = Schema(
         query=Query,
@@ -203,6 +209,16 @@ def build_schema(limits: ApiLimits | None = None, *, announce: bool = True) -> S
     )
     schema.executor = executor
     return schema
+
+
+def _tracing_extensions(provider: TracerProvider | None) -> list[Any]:
+    if provider is None:
+        return []
+    reason = problem()
+    if reason is not None:
+        log.warning("graphql operations traced without parse, validation and execution spans", reason=reason)
+        return []
+    return [lambda: TracedOperation(tracer_provider=provider)]
 
 
 def sdl() -> str:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import Caller
@@ -68,9 +69,11 @@ def new_context(
     limits: ApiLimits,
     breaker: CircuitBreaker | None = None,
     consistency: Consistency | None = None,
+    tracer: Tracer | None = None,
 ) -> RequestContext:
-    """A request's context. Call inside the running event loop; `close()` it when the response is built."""
+    """A request's context. Call inside the running event loop; `close()` it when the response is built. `tracer`:
+    the loaders' spans, when the request is traced."""
     session = ReadSession(engine, breaker)
     tags = ReadTags()
-    loaders = Loaders(session, caller.user_id, tags)
+    loaders = Loaders(session, caller.user_id, tags, tracer)
     return RequestContext(caller, correlation, limits, session, tags, loaders, consistency)

@@ -8,7 +8,8 @@ an essay page comes with its phase results, and a batch's essay count with its p
 as they are.
 
 Each loader also records what it read in `ReadTags`, for a whole-result cache to know which changes make a cached
-response stale.
+response stale. When the request is traced, each loader's batch is a span (`load batch`, `load essay_page`…) around
+its statements' spans.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.reads.session import ReadSession
@@ -86,12 +88,14 @@ def _grouped(keys: Sequence[K], shape: Callable[[K], Hashable]) -> dict[Hashable
 
 
 class Loaders:
-    """The dataloaders of one request. `user_id` (from X-User-ID) limits every read to that user's batches."""
+    """The dataloaders of one request. `user_id` (from X-User-ID) limits every read to that user's batches; `tracer`,
+    when the request is traced, makes a span of each loader's batch."""
 
-    def __init__(self, session: ReadSession, user_id: str | None, tags: ReadTags) -> None:
+    def __init__(self, session: ReadSession, user_id: str | None, tags: ReadTags, tracer: Tracer | None = None) -> None:
         self._session = session
         self._user_id = user_id
         self._tags = tags
+        self._tracer = tracer
         self.batch: DataLoader[str, BatchRow | None] = self._loader(self._batches)
         self.batch_page: DataLoader[BatchPageKey, Page[BatchRow]] = self._loader(self._batch_pages)
         self.batch_count: DataLoader[BatchQuery, int] = self._loader(self._batch_counts)
@@ -105,19 +109,27 @@ class Loaders:
         # Bound explicitly to the running loop: aiodataloader would otherwise call get_event_loop() itself.
         return DataLoader(batch_load, loop=asyncio.get_running_loop())
 
-    async def _read(self, read: Callable[[AsyncConnection], Awaitable[V]]) -> V:
-        return await self._session.run(read)
+    async def _read(
+        self, loader: str, keys: int, read: Callable[[AsyncConnection], Awaitable[V]], alone: bool = False
+    ) -> V:
+        """`read` in the request's snapshot, or `alone` (ReadSession.run_alone); a span named for `loader` when
+        traced."""
+        run = self._session.run_alone if alone else self._session.run
+        if self._tracer is None:
+            return await run(read)
+        with self._tracer.start_as_current_span(f"load {loader}", attributes={"ras.loader.keys": keys}):
+            return await run(read)
 
     async def _batches(self, ids: list[str]) -> list[BatchRow | None]:
         self._tags.batches.update(ids)
-        found = await self._read(lambda conn: reads.batches_by_id(conn, ids, self._user_id))
+        found = await self._read("batch", len(ids), lambda conn: reads.batches_by_id(conn, ids, self._user_id))
         return [found.get(batch_id) for batch_id in ids]
 
     async def _batch_pages(self, keys: list[BatchPageKey]) -> list[Page[BatchRow]]:
         async def read(conn: AsyncConnection) -> list[Page[BatchRow]]:
             return [await reads.batch_page(conn, k.query, k.first, k.after) for k in keys]
 
-        pages = await self._read(read)
+        pages = await self._read("batch_page", len(keys), read)
         self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
         self._tags.batches.update(row.batch_id for page in pages for row in page.rows)
         return pages
@@ -128,10 +140,10 @@ class Loaders:
         async def read(conn: AsyncConnection) -> list[int]:
             return [await reads.count_batches(conn, q) for q in queries]
 
-        return await self._read(read)
+        return await self._read("batch_count", len(queries), read)
 
     async def _essays(self, ids: list[str]) -> list[EssayRow | None]:
-        found = await self._read(lambda conn: reads.essays_by_id(conn, ids, self._user_id))
+        found = await self._read("essay", len(ids), lambda conn: reads.essays_by_id(conn, ids, self._user_id))
         essays = [found.get(essay_id) for essay_id in ids]
         linked = {essay.batch_id for essay in essays if essay is not None and essay.batch_id is not None}
         self._tags.batches.update(linked)
@@ -152,7 +164,7 @@ class Loaders:
                 pages.update((k, found[k.batch_id]) for k in group)
             return pages
 
-        pages = await self._read(read)
+        pages = await self._read("essay_page", len(keys), read)
         return [pages[k] for k in keys]
 
     async def essay_count(self, key: EssayCountKey) -> int:
@@ -185,14 +197,16 @@ class Loaders:
                 found.update((k, counts[k.batch_id]) for k in group)
             return found
 
-        found = await self._read(read)
+        found = await self._read("tally", len(keys), read)
         return [found[k] for k in keys]
 
     async def batch_with_essays(self, batch_id: str) -> BatchWithEssays | None:
         """The batch with every one of its essays, read by one statement outside any snapshot: only for a request
         that reads nothing else (the REST shim's batch status)."""
         self._tags.batches.add(batch_id)
-        return await self._session.run_alone(lambda conn: reads.batch_with_essays(conn, batch_id, self._user_id))
+        return await self._read(
+            "batch_with_essays", 1, lambda conn: reads.batch_with_essays(conn, batch_id, self._user_id), alone=True
+        )
 
     async def batch_slice_with_essays(
         self, query: BatchQuery, limit: int, offset: int
@@ -200,12 +214,17 @@ class Loaders:
         """An offset page of a batch list (the REST shim's `limit`/`offset`), every essay of its batches, and the
         list's total, read like `batch_with_essays`."""
         self._tags.user_lists.add(query.user_id or ALL_USERS)
-        found = await self._session.run_alone(lambda conn: reads.batch_slice_with_essays(conn, query, limit, offset))
+        found = await self._read(
+            "batch_slice_with_essays",
+            1,
+            lambda conn: reads.batch_slice_with_essays(conn, query, limit, offset),
+            alone=True,
+        )
         self._tags.batches.update(batch.batch_id for batch, _ in found[0])
         return found
 
     async def _projection(self, keys: list[str]) -> list[PositionsView]:
         # Positions move with every consumed record: nothing could tell a cache when this answer is stale.
         self._tags.cacheable = False
-        state = await self._read(reads.positions_view)
+        state = await self._read("projection", len(keys), reads.positions_view)
         return [state for _ in keys]

@@ -157,20 +157,31 @@ def _schemas() -> Json:
             },
             "One page of a user's batches.",
         ),
-        "ErrorResponse": _object(
-            {
-                "error": {
-                    "type": "string",
-                    "enum": sorted({error for _, error, _ in ERRORS}),
-                    "description": "The original service's message; callers match on it.",
-                },
-                "error_code": {"type": "string", "enum": sorted({code for _, _, code in ERRORS})},
-                "message": {"type": "string", "description": "What exactly was wrong."},
-                "correlation_id": {"type": "string", "description": "Also in the X-Correlation-ID header."},
-            },
-            "Every error body.",
-        ),
+        "ErrorResponse": _error_body_schema(),
     }
+
+
+def _error_body_schema() -> Json:
+    schema = _object(
+        {
+            "error": {
+                "type": "string",
+                "enum": sorted({error for _, error, _ in ERRORS}),
+                "description": "The original service's message; callers match on it.",
+            },
+            "error_code": {"type": "string", "enum": sorted({code for _, _, code in ERRORS})},
+            "message": {"type": "string", "description": "What exactly was wrong."},
+            "correlation_id": {"type": "string", "description": "Also in the X-Correlation-ID header."},
+            "trace_id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "The request's OpenTelemetry trace id; only when tracing is on (docs/tracing.md).",
+            },
+        },
+        "Every error body.",
+    )
+    schema["required"].remove("trace_id")
+    return schema
 
 
 def _header(description: str) -> Json:

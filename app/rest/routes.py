@@ -8,7 +8,8 @@ evictions cover these responses too. Every 200 carries a strong ETag of its repr
 Accept-Encoding prefers: app/compression.py); If-None-Match gets 304.
 
 Error bodies keep the original's `{"error": ...}` message, which callers match on, and add `error_code`, `message`
-and `correlation_id`. Every response carries X-Correlation-ID. See docs/rest.md.
+and `correlation_id` (and `trace_id` when the request is traced). Every response carries X-Correlation-ID. See
+docs/rest.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
@@ -42,6 +44,7 @@ from db.reads import BatchQuery
 from infra import cache_keys as ck
 from infra.breaker import CircuitBreaker
 from infra.settings import Settings
+from infra.trace_ids import current_trace_id
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +99,9 @@ def error_response(refusal: Refusal, correlation: str) -> Response:
         "message": refusal.message,
         "correlation_id": correlation,
     }
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        body["trace_id"] = trace_id
     return Response(orjson.dumps(body), refusal.status, refusal.headers, media_type=_JSON)
 
 
@@ -166,7 +172,7 @@ Handler = Callable[[Request, Caller, str], Awaitable[Response]]
 
 class RestApi:
     """The routes and what they share: settings, limits, the engine, the database circuit breaker and (when
-    configured) the result cache."""
+    configured) the result cache and the loaders' tracer."""
 
     def __init__(
         self,
@@ -176,7 +182,9 @@ class RestApi:
         cache: QueryCache | None = None,
         breaker: CircuitBreaker | None = None,
         compression: Compression | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._settings = settings
         self._compression = compression or Compression.from_settings(settings)
         self._limits = limits
@@ -291,7 +299,7 @@ class RestApi:
 
         async def execute() -> Executed:
             nonlocal refused
-            context = new_context(self._engine(), caller, correlation, self._limits, self.breaker)
+            context = new_context(self._engine(), caller, correlation, self._limits, self.breaker, tracer=self._tracer)
             try:
                 document = await build(context.loaders)
             except Refusal as refusal:
@@ -328,8 +336,10 @@ def routes(
     cache: QueryCache | None = None,
     breaker: CircuitBreaker | None = None,
     compression: Compression | None = None,
+    tracer: Tracer | None = None,
 ) -> list[BaseRoute]:
     """The routes to mount at PREFIX. Pass the process's QueryCache to have responses cached (and evicted), the
-    GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own), and the
-    app's Compression to share its memo of compressed answers (else one is made from settings)."""
-    return RestApi(settings, limits, engine, cache, breaker, compression).routes()
+    GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own), the
+    app's Compression to share its memo of compressed answers (else one is made from settings), and a tracer when
+    tracing is on."""
+    return RestApi(settings, limits, engine, cache, breaker, compression, tracer).routes()
