@@ -64,19 +64,30 @@ class Stopping(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A decoded fetch, the generation it was fetched under and when the client handed it over (wall clock, to
-    compare with the records' Kafka timestamps)."""
+    """A decoded fetch, the generation it was fetched under, when the client handed it over (wall clock, to compare
+    with the records' Kafka timestamps), and when its decoding began and ended (`time.time_ns`, for its span when
+    traced: it ran in a worker thread, before the transaction's span began)."""
 
     decoded: DecodedFetch
     generation: int
     fetched_at: float
+    decode_started_ns: int = 0
+    decode_ended_ns: int = 0
 
 
 class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     """The consumer's records in hand and the assignment they were fetched under; the client's rebalance listener."""
 
-    def __init__(self, kafka: AIOKafkaConsumer, engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        kafka: AIOKafkaConsumer,
+        engine: AsyncEngine,
+        settings: Settings,
+        stop: asyncio.Event,
+        traced: bool = False,
+    ) -> None:
         self._kafka = kafka
+        self._traced = traced  # decode keeping each event's trace context (consumer.pure.trace_context)
         self._engine = engine
         self._settings = settings
         self._stop = stop
@@ -168,8 +179,10 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation, time.time()))
 
     def _decode(self, fetched: Sequence[ConsumerRecord], generation: int, fetched_at: float) -> Fetched:
-        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in fetched]
-        return Fetched(decode_fetch(records, self._settings.max_message_bytes), generation, fetched_at)
+        started = time.time_ns()
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, m.headers) for m in fetched]
+        decoded = decode_fetch(records, self._settings.max_message_bytes, self._traced)
+        return Fetched(decoded, generation, fetched_at, started, time.time_ns())
 
     async def _drop_and_seek(self) -> None:
         """Let go of everything in hand and seek every assigned partition to its stored position."""

@@ -13,17 +13,21 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.apply import OnApplied
 from consumer.eviction import Evictor
 from consumer.notify import Publisher, chain
 from consumer.ops import ops_app, ops_server
 from consumer.runner import ConsumerLoop
+from consumer.tracing import traced_step
 from db.engine import create_projection_engine
 from infra.failures import broker, database, reaching
 from infra.http_server import PortUnavailable, listen
 from infra.settings import Settings
+from infra.tracing import Tracing, from_environment
 from infra.wait import broker_answers, wait_for
 
 log = structlog.get_logger(__name__)
@@ -37,23 +41,31 @@ def consume(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
+        await run(settings, stop, tracing)
 
-    asyncio.run(until_signalled())
+    tracing = from_environment("ras-consumer")  # on when the OTEL_* variables say so (infra/tracing.py)
+    try:
+        asyncio.run(until_signalled())
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # exports the spans still batched
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: Settings, stop: asyncio.Event, tracing: Tracing | None = None) -> None:
     """The consumer with everything around it, until `stop` is set: the ops server (/metrics, /healthz, /readyz),
     the wait for PostgreSQL and the broker, a new cache epoch and a resync of live updates (the last run may have
-    crashed between a commit and its eviction or publication), then the loop; then everything closed again."""
+    crashed between a commit and its eviction or publication), then the loop; then everything closed again.
+    `tracing`: each transaction is a span, its eviction and publication spans under it (consumer/tracing.py)."""
     engine = create_projection_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
     evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
     publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
+    tracer = tracing.tracer("consumer") if tracing is not None else None
     # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.
     on_applied = chain(
-        evictor.evict if evictor is not None else None, publisher.publish if publisher is not None else None
+        _step(tracer, "evict", evictor.evict if evictor is not None else None),
+        _step(tracer, "publish", publisher.publish if publisher is not None else None),
     )
-    consumer = ConsumerLoop(settings, engine, on_applied=on_applied)
+    consumer = ConsumerLoop(settings, engine, on_applied=on_applied, tracer=tracer)
     async with contextlib.AsyncExitStack() as closing:
         closing.push_async_callback(engine.dispose)
         if evictor is not None:
@@ -69,6 +81,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await consumer.run()
         finally:
             stopping.cancel()
+
+
+def _step(tracer: Tracer | None, name: str, step: OnApplied | None) -> OnApplied | None:
+    return step if step is None or tracer is None else traced_step(tracer, name, step)
 
 
 async def wait_for_dependencies(settings: Settings, engine: AsyncEngine) -> None:

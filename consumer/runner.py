@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import metrics
@@ -23,6 +24,7 @@ from consumer.apply import Applied, OnApplied, Positions, apply_fetch, isolate_r
 from consumer.intake import Fetched, Intake, Stopping
 from consumer.pure.fetch import DecodedFetch, Partition
 from consumer.pure.topics import ALL_TOPICS
+from consumer.tracing import transaction_span
 from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,7 +33,8 @@ PREFETCH_BYTES = 16 * 1024 * 1024
 
 class ConsumerLoop:
     """One member of the consumer group: takes each current fetch from its intake and applies it, then tells
-    `on_applied` what every committed transaction did."""
+    `on_applied` what every committed transaction did. With a `tracer`, each fetch applied is a span
+    (consumer/tracing.py)."""
 
     def __init__(
         self,
@@ -39,8 +42,10 @@ class ConsumerLoop:
         engine: AsyncEngine,
         on_applied: OnApplied | None = None,
         topics: Sequence[str] = ALL_TOPICS,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
+        self._tracer = tracer
         self._engine = engine
         self._on_applied = on_applied
         self._topics = list(topics)
@@ -62,7 +67,7 @@ class ConsumerLoop:
             max_partition_fetch_bytes=settings.max_message_bytes,
             fetch_max_bytes=max(PREFETCH_BYTES, settings.max_message_bytes * 2),
         )
-        self.intake = Intake(self._kafka, engine, settings, self._stop)
+        self.intake = Intake(self._kafka, engine, settings, self._stop, traced=tracer is not None)
         self.assigned = self.intake.assigned
 
     def stop(self) -> None:
@@ -91,6 +96,13 @@ class ConsumerLoop:
             log.info("consumer stopped")
 
     async def _apply(self, fetched: Fetched) -> None:
+        if self._tracer is None:
+            await self._apply_fetch(fetched)
+            return
+        with transaction_span(self._tracer, fetched):
+            await self._apply_fetch(fetched)
+
+    async def _apply_fetch(self, fetched: Fetched) -> None:
         fetch = fetched.decoded
         marks = self._high_watermarks(fetch.next_offsets)
         started = time.perf_counter()

@@ -3,7 +3,8 @@
 `decode_fetch` reads every record (consumer.pure.decode) and maps it to rows (consumer.pure.mapping); a record that
 cannot be applied is set aside as poison, to be quarantined in the same transaction. `refused_fetch` sets records
 aside outright, for a value the database itself refused. Either way the fetch knows the position after its records
-in each partition, which the transaction stores with its rows (consumer.apply.apply_fetch).
+in each partition, which the transaction stores with its rows (consumer.apply.apply_fetch). Decoded for a traced
+consumer, a fetch also keeps the trace context each applied event carried (consumer.pure.trace_context).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import partial
 
 from consumer.pure.decode import PoisonMessage, Record, decode
 from consumer.pure.mapping import Rows, rows_for
+from consumer.pure.trace_context import Carried, carried
 
 Partition = tuple[str, int]
 
@@ -52,6 +54,8 @@ class DecodedFetch:
     poison: list[Poison] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
     event_times: dict[Partition, datetime] = field(default_factory=dict)
+    # The producers' trace contexts of the applied events; only when decoded with `traced`.
+    traces: list[Carried] = field(default_factory=list)
 
     def part(self, records: Sequence[Record]) -> DecodedFetch:
         """Some of the records, decoded as these were: a half while isolating a refused record, or the records a
@@ -69,9 +73,10 @@ def next_offsets(records: Sequence[Record]) -> dict[Partition, int]:
     return offsets
 
 
-def decode_fetch(records: Sequence[Record], max_bytes: int) -> DecodedFetch:
-    """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside as poison."""
-    out = DecodedFetch(records, next_offsets(records), partial(decode_fetch, max_bytes=max_bytes))
+def decode_fetch(records: Sequence[Record], max_bytes: int, traced: bool = False) -> DecodedFetch:
+    """Decode `records` and build their rows; no I/O. A record that cannot be applied is set aside as poison.
+    `traced`: keep the trace context each applied event carried."""
+    out = DecodedFetch(records, next_offsets(records), partial(decode_fetch, max_bytes=max_bytes, traced=traced))
     for record in records:
         event = None
         try:
@@ -86,6 +91,8 @@ def decode_fetch(records: Sequence[Record], max_bytes: int) -> DecodedFetch:
             out.counts.quarantined[record.topic] += 1
             continue
         out.counts.applied[record.topic] += 1
+        if traced:
+            out.traces += carried(record, event.envelope.metadata)
         stamp = event.envelope.event_timestamp or event.record_time
         if stamp is not None:
             tp = (record.topic, record.partition)
