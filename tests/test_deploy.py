@@ -40,6 +40,7 @@ from consumer.pure.topics import ALL_TOPICS
 from infra import config_docs
 from infra.config_docs import REGENERATE_COMMAND, default_as_env, env_name, render
 from infra.settings import ENV_PREFIX, Settings
+from infra.tracing import exporters_named
 from ras.cli import build_parser
 from tests.helpers import ROOT
 
@@ -72,6 +73,9 @@ RAS_COMMANDS = {"migrate": ["migrate"], "consumer": ["consume"], "api": ["serve"
 ONE_SHOT = {"migrate", "kafka-init", "demo"}
 # `docker compose --profile demo up`: the demo stream produced once the consumer is ready, an API with GraphiQL on.
 DEMO_SERVICES = {"demo", "api-demo"}
+# `docker compose -f docker-compose.yml -f deploy/tracing.yml --profile tracing up`: Jaeger, and tracing turned on.
+TRACING_SERVICES = {"jaeger"}
+TRACING_OVERRIDE = ROOT / "deploy" / "tracing.yml"
 REQUIRED_SERVICES = {"kafka", "kafka-init", "postgres", "redis", "migrate", "consumer", "api", "prometheus"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ROOT_USERS = {"root", "0"}
@@ -399,6 +403,24 @@ def test_the_default_stack_has_no_demo() -> None:
     assert unprofiled == REQUIRED_SERVICES, "`docker compose up` runs the service with no demo"
     for name in DEMO_SERVICES:
         assert service(name).get("profiles") == ["demo"], f"{name} belongs to the demo profile only"
+    for name in TRACING_SERVICES:
+        assert service(name).get("profiles") == ["tracing"], f"{name} belongs to the tracing profile only"
+
+
+def test_the_tracing_override_turns_tracing_on_towards_jaeger() -> None:
+    """deploy/tracing.yml: every RAS service it names exists, gets OTEL_* values that turn tracing on (OTLP over
+    HTTP) and names jaeger's OTLP/HTTP receiver; the default stack exports nothing."""
+    override = yaml.safe_load(TRACING_OVERRIDE.read_text())["services"]
+    assert {"api", "consumer"} <= set(override) <= set(services())
+    receiver = " ".join(service("jaeger")["command"])
+    assert "receivers.otlp.protocols.http.endpoint=0.0.0.0:4318" in receiver
+    for name, changes in override.items():
+        env = {key: str(value) for key, value in changes["environment"].items()}
+        assert exporters_named(env) == ["otlp"], name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert changes["depends_on"]["jaeger"]["condition"] == "service_healthy"
+    for name in services():
+        assert exporters_named(environment(name)) == [], f"{name} exports spans without deploy/tracing.yml"
 
 
 def test_the_demo_profile_produces_the_demo_once_the_consumer_is_ready() -> None:
