@@ -293,6 +293,7 @@ async def test_concurrent_identical_misses_execute_once(cache: QueryCache, monke
     assert source.calls == 1
     assert sorted(s.status for s in served) == ["coalesced"] * 19 + ["miss"]
     assert len({s.body for s in served}) == 1
+    assert {s.digest for s in served} == {body_digest(served[0].body)}, "followers get the stored body's digest"
 
 
 async def test_followers_execute_themselves_when_the_leader_could_not_store(
@@ -314,6 +315,7 @@ async def test_followers_execute_themselves_when_the_leader_could_not_store(
     served = await asyncio.gather(*fetches)
     assert calls == 5, "nothing vouches that the leader's result is as fresh as a follower's own"
     assert {s.status for s in served} == {"miss"}
+    assert {s.digest for s in served} == {None}, "not stored: no compressed form may be memoized for it"
 
 
 async def test_followers_survive_a_failing_leader(cache: QueryCache, monkeypatch: pytest.MonkeyPatch) -> None:
