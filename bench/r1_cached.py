@@ -13,6 +13,10 @@ form, memoized in the process (app/compression.py), around this request's `exten
 `/bare-gzip`, is one Redis GET of the gzipped bytes such a hit sent, returned as they are with `Content-Encoding:
 gzip`: the same bytes on the wire, none of the work.
 
+Each measurement also reports the server's CPU time per request (its process's user and system time over the
+requests answered): requests/s on a machine other work keeps busy says more about the machine than the code; CPU per
+request much less so.
+
 Load: `wrk` (Debian package `wrk`) in its own process, 2 threads, 32 connections, the same POST (body and
 headers) to both paths; without wrk, `bench.loadgen` (asyncio on uvloop, own process) does the same. After a
 warm-up of every path, each repetition measures the four (plain and gzip, GraphQL and bare) for 5 s each, in
@@ -199,6 +203,12 @@ async def _prime(base: str, body: bytes, headers: dict[str, str], redis: Redis) 
     return hit.content, gzipped
 
 
+def _cpu_seconds(process: psutil.Process) -> float:
+    """CPU time the server process has used so far (all its threads, user and system)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def _described(key: str, load: Load) -> str:
     return f"{key} {load.rate:,.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms)"
 
@@ -258,9 +268,15 @@ async def run(ctx: Context) -> Result:
                     not_hits_before = _not_hits((await client.get("/metrics", headers=HEADERS)).text)
                 errors = 0
                 rss_after: list[int] = []  # at the end of each repetition
+                server = psutil.Process(proc.pid)
                 for rep in range(ctx.repetitions):
                     order = list(loads) if rep % 2 == 0 else list(reversed(loads))
-                    got = {key: await loads[key][0].run(loads[key][1], SECONDS) for key in order}
+                    got: dict[str, Load] = {}
+                    for key in order:
+                        cpu_before = _cpu_seconds(server)
+                        got[key] = measured = await loads[key][0].run(loads[key][1], SECONDS)
+                        cpu = (_cpu_seconds(server) - cpu_before) / max(measured.requests, 1)
+                        samples.setdefault(f"{key} cpu", []).append(cpu * 1e6)
                     for key, measured in got.items():
                         errors += measured.errors
                         samples.setdefault(f"{key} requests", []).append(measured.requests)
@@ -302,6 +318,8 @@ async def run(ctx: Context) -> Result:
     result.figure("R1 bare gzip Redis GET endpoint", "req/s", samples["bare gzip rate"])
     result.figure("R1 bare gzip p50", "ms", samples["bare gzip p50"])
     result.figure("R1 bare gzip p99", "ms", samples["bare gzip p99"])
+    for key in loads:
+        result.figure(f"R1 {key} server CPU per request", "µs", samples[f"{key} cpu"])
     result.figure("M1 API peak RSS during R1", "MiB", [rss.peak / MIB], f"over {rss.samples:,} samples")
     served = sum(sum(samples[f"{key} requests"][1:]) for key in loads)
     result.figure(
