@@ -11,6 +11,8 @@ The page (app/static/graphiql.html, ras-graphiql.js) opens one tab per example q
 tab with the service's headers (X-Internal-API-Key and X-Service-ID) and the example's variables filled in; the key
 is only filled in when the app was given it (`Prefill`, which `ras dev` passes with the ids of the demo it
 produced), never from the settings of `ras serve`.
+
+The files go gzipped to a browser that asks for it (`asset_endpoint`), each compressed once per process.
 """
 
 from __future__ import annotations
