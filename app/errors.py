@@ -2,11 +2,11 @@
 `extensions.traceId` when the request is traced (docs/tracing.md).
 
 Codes: UNAUTHENTICATED (401, before execution), FORBIDDEN, BAD_USER_INPUT, LIMIT_EXCEEDED, SERVICE_UNAVAILABLE (the
-database cannot be reached: the response is HTTP 503 with Retry-After) and INTERNAL; for persisted documents
-(app/graphql/persisted.py) Apollo's PERSISTED_QUERY_NOT_FOUND and PERSISTED_QUERY_NOT_SUPPORTED, and
-DOCUMENT_NOT_TRUSTED (a text that is no trusted document, RAS_DOCUMENTS=trusted). An INTERNAL
-error's message never shows what went wrong inside; the exception is logged with the correlation id the error
-carries, so a report quoting it finds the log line.
+database cannot be reached, or the process is at its execution limit: the response is HTTP 503 with Retry-After) and
+INTERNAL; for persisted documents (app/graphql/persisted.py) Apollo's PERSISTED_QUERY_NOT_FOUND and
+PERSISTED_QUERY_NOT_SUPPORTED, and DOCUMENT_NOT_TRUSTED (a text that is no trusted document, RAS_DOCUMENTS=trusted).
+An INTERNAL error's message never shows what went wrong inside; the exception is logged with the correlation id the
+error carries, so a report quoting it finds the log line.
 
 The reads and REST raise and answer with these; app/graphql/errors.py gives a GraphQL result's errors their codes.
 """
@@ -51,8 +51,18 @@ class LimitExceeded(ApiError):
     code = LIMIT_EXCEEDED
 
 
-class DatabaseUnavailable(ApiError):
+class Unavailable(ApiError):
+    """Retryable: answered with HTTP 503 and Retry-After."""
+
     code = SERVICE_UNAVAILABLE
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (or the circuit breaker is open), or no pooled connection came free in time."""
+
+
+class Overloaded(Unavailable):
+    """The process's execution slots stayed taken for the whole admission wait (app/admission.py)."""
 
 
 def trace_extension() -> dict[str, str]:

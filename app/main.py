@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from uvicorn.config import STARTUP_FAILURE
 
 from app import graphiql, metrics
+from app.admission import AdmissionGate
 from app.cache import QueryCache
 from app.compression import Compression
 from app.graphql.endpoint import GraphQLEndpoint
@@ -37,7 +38,7 @@ from db.engine import create_engine
 from infra.failures import database, reaching
 from infra.http_server import TaskServer, listen
 from infra.prometheus import METRICS_PATH, metrics_app
-from infra.settings import Settings
+from infra.settings import DATABASE_POOL_OVERFLOW, Settings
 from infra.tracing import Tracing, from_environment
 from infra.wait import wait_for
 
@@ -116,12 +117,16 @@ def create_app(
     provider = tracing.provider if tracing is not None else None
     tracer = tracing.tracer("app") if tracing is not None else None
     schema = build_schema(limits, tracing=provider)
-    graphql = GraphQLEndpoint(schema, settings, limits, holder, cache, events, consistency, compression, tracer)
+    # One execution limit for GraphQL and REST: they share the process's loop and request pool (app/admission.py).
+    gate = AdmissionGate(settings.max_concurrent_executions, settings.admission_wait_seconds)
+    graphql = GraphQLEndpoint(schema, settings, limits, holder, cache, events, consistency, compression, tracer, gate)
     routes = [
         Route(GRAPHQL_PATH, graphql),
         WebSocketRoute(GRAPHQL_PATH, graphql),
         # One breaker for both: they read the same database.
-        Mount(rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression, tracer)),
+        Mount(
+            rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression, tracer, gate)
+        ),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route(METRICS_PATH, authenticated_metrics(settings, correlation_id), methods=["GET", "HEAD"]),
@@ -139,6 +144,7 @@ async def _connected_engine(settings: Settings) -> AsyncEngine:
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
+        max_overflow=DATABASE_POOL_OVERFLOW,
         pool_pre_ping=True,
         connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )

@@ -35,6 +35,9 @@ Environment = Literal["development", "production"]
 # Public (README, docs, the original service's contract): fine on a laptop, refused in production.
 DEVELOPMENT_API_KEY = "dev-internal-api-key"
 MIN_PRODUCTION_KEY_LENGTH = 32
+# Connections the request pool may open beyond RAS_DATABASE_POOL_SIZE (SQLAlchemy's max_overflow): for reads outside
+# the execution limit (persisted documents, a read that outlived its request) and for a limit above the pool size.
+DATABASE_POOL_OVERFLOW = 10
 PRODUCTION_KEY_FORM = f"a random secret of at least {MIN_PRODUCTION_KEY_LENGTH} characters, e.g. `openssl rand -hex 32`"
 
 
@@ -248,7 +251,27 @@ class Settings(BaseSettings):
         description="Log level of every logger of the process (JSON lines on stderr; Alembic's own INFO chatter only "
         "at DEBUG). DEBUG also prints the traceback behind a command's one-line failure message, as --debug does.",
     )
-    database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the database pool.")
+    max_concurrent_executions: int = Field(
+        default=10,
+        ge=1,
+        description="Most uncached requests one API process executes at once (each holds a database snapshot from its "
+        "first read until its answer is built). Cache hits never wait for this. A further request waits for a slot "
+        "for at most RAS_ADMISSION_WAIT_SECONDS, then is refused with HTTP 503, Retry-After and SERVICE_UNAVAILABLE. "
+        "At most the database pool's connections (RAS_DATABASE_POOL_SIZE plus its overflow).",
+    )
+    admission_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long an uncached request waits for an execution slot (RAS_MAX_CONCURRENT_EXECUTIONS) "
+        "before it is refused with 503.",
+    )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="Connections the API keeps in its request pool; up to "
+        f"{DATABASE_POOL_OVERFLOW} more are opened when every one is taken and closed when returned. Keep it at "
+        "least RAS_MAX_CONCURRENT_EXECUTIONS, so every admitted execution finds a kept connection.",
+    )
 
     @field_validator("allowed_service_ids", mode="before")
     @classmethod
@@ -271,6 +294,19 @@ class Settings(BaseSettings):
             raise _invalid(f"scheme {url.get_backend_name()}:// is not PostgreSQL", DATABASE_URL_FORM)
         if url.drivername != _DATABASE_SCHEME:
             raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
+        return value
+
+    @field_validator("database_pool_size")
+    @classmethod
+    def _pool_holds_the_executions(cls, value: int, info: ValidationInfo) -> int:
+        executions = info.data.get("max_concurrent_executions")
+        if isinstance(executions, int) and executions > value + DATABASE_POOL_OVERFLOW:
+            capacity = value + DATABASE_POOL_OVERFLOW
+            raise _invalid(
+                f"{value} (+ {DATABASE_POOL_OVERFLOW} overflow) connections cannot serve RAS_MAX_CONCURRENT_EXECUTIONS "
+                f"{executions}: admitted executions would wait for a connection",
+                f"at least {executions - DATABASE_POOL_OVERFLOW}, or RAS_MAX_CONCURRENT_EXECUTIONS at most {capacity}",
+            )
         return value
 
     @field_validator("internal_api_key")

@@ -57,6 +57,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from app import graphiql
+from app.admission import AdmissionGate
 from app.auth import AuthError, Caller, authenticate
 from app.cache import Executed, QueryCache, Served, with_cache_extension
 from app.compression import ACCEPT_ENCODING, Compression
@@ -107,6 +108,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         consistency: Consistency | None = None,
         compression: Compression | None = None,
         tracer: Tracer | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -124,6 +126,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self.breaker = CircuitBreaker(threshold=3, reset_after=2.0)
         self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
         self._compression = compression or Compression.from_settings(settings)
+        self.gate = gate  # the process's execution limit (app/admission.py); None: no limit
         # Redis is the documents' fast layer where the cache has it; PostgreSQL holds them all.
         redis = ck.connect(settings) if cache is not None else None
         self.documents = PersistedDocuments(settings.documents, engine, redis, ck.CacheLayout(settings.cache_prefix))
@@ -217,7 +220,14 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         state.operation = resolved  # for `parse_http_body`
         state.media = media
         context = new_context(
-            self._engine(), caller, correlation, self.limits, self.breaker, self.consistency, self._tracer
+            self._engine(),
+            caller,
+            correlation,
+            self.limits,
+            self.breaker,
+            self.consistency,
+            self._tracer,
+            self.gate,
         )
         try:
             response = await self.run(request, context=context)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.admission import AdmissionGate
 from app.auth import Caller
 from app.limits import ApiLimits
 from app.reads.consistency import Consistency, Waited
@@ -70,10 +71,12 @@ def new_context(
     breaker: CircuitBreaker | None = None,
     consistency: Consistency | None = None,
     tracer: Tracer | None = None,
+    gate: AdmissionGate | None = None,
 ) -> RequestContext:
-    """A request's context. Call inside the running event loop; `close()` it when the response is built. `tracer`:
-    the loaders' spans, when the request is traced."""
-    session = ReadSession(engine, breaker)
+    """A request's context. Call inside the running event loop; `close()` it when the response is built (which also
+    gives back the execution slot its first read took from `gate`). `tracer`: the loaders' spans, when the request is
+    traced."""
+    session = ReadSession(engine, breaker, gate)
     tags = ReadTags()
     loaders = Loaders(session, caller.user_id, tags, tracer)
     return RequestContext(caller, correlation, limits, session, tags, loaders, consistency)

@@ -11,6 +11,11 @@ When PostgreSQL cannot be reached, reads raise `DatabaseUnavailable` (a clear, r
 instead of a masked internal one), and the app's circuit breaker makes the following requests fail at once rather
 than each waiting on a dead server; one trial request per period probes for its return. A request that waited the
 pool's whole timeout for a connection gets the same retryable error, without counting against the breaker.
+
+With an admission gate (app/admission.py), the snapshot (or the lone statement) takes an execution slot before it
+takes a connection, and `close` gives it back. A request refused there gets `Overloaded` (SERVICE_UNAVAILABLE,
+retryable) from that read and from every later read of the same request, at once: it has read nothing, so it goes
+no further.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import TypeVar
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.errors import DatabaseUnavailable
+from app.admission import AdmissionGate
+from app.errors import DatabaseUnavailable, Overloaded
 from db.errors import is_transient
 from infra.breaker import CircuitBreaker
 
@@ -34,12 +40,17 @@ BUSY_MESSAGE = "Every database connection of this server is busy; retry shortly.
 
 
 class ReadSession:
-    def __init__(self, engine: AsyncEngine, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, breaker: CircuitBreaker | None = None, gate: AdmissionGate | None = None
+    ) -> None:
         self._engine = engine
         self._breaker = breaker
+        self._gate = gate
+        self._admitted = False  # holds one of the gate's slots, given back by `close`
+        self._refusal: Overloaded | None = None
+        self._closing: asyncio.Future[None] | None = None
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
-        self._closed = False
         self.unavailable = False
 
     async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -57,6 +68,9 @@ class ReadSession:
             raise DatabaseUnavailable(UNAVAILABLE_MESSAGE)
         try:
             result = await (self._alone(read) if alone else self._run(read))
+        except Overloaded:
+            self.unavailable = True  # not the database's fault: the breaker is left alone
+            raise
         except PoolTimeout as exc:
             # Every pooled connection stayed in use for the pool's whole timeout: this process is overloaded, the
             # database may be fine. A retryable 503 rather than a masked INTERNAL error; not a breaker failure, or a
@@ -78,10 +92,12 @@ class ReadSession:
 
     async def _run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._lock:
-            if self._closed:
+            if self._conn is None and self._closing is None:
+                await self._admit()
+            if self._closing is not None and self._conn is None:
                 # A read that outlived its request: a loader's batch runs in a task of its own, which goes on when
-                # the operation that wanted it was cancelled (its client left). Nobody would close a snapshot opened
-                # now, so the read gets a connection for itself alone.
+                # the operation that wanted it was cancelled (its client left), even while it waits for a slot.
+                # Nobody would close a snapshot opened now, so the read gets a connection for itself alone.
                 async with self._engine.connect() as conn:
                     return await read(conn)
             if self._conn is None:
@@ -96,23 +112,55 @@ class ReadSession:
             return await read(self._conn)
 
     async def _alone(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._lock:  # the slot is held like a snapshot's, until `close`
+            if self._closing is None:
+                await self._admit()
         async with self._engine.connect() as conn:
             # Autocommit: the driver sends no BEGIN, and returning the connection sends no ROLLBACK.
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await read(conn)
 
+    async def _admit(self) -> None:
+        """Take an execution slot for the snapshot about to open (once), or raise this request's refusal."""
+        if self._refusal is not None:
+            raise self._refusal
+        if self._gate is None or self._admitted:
+            return
+        try:
+            await self._gate.acquire()
+        except Overloaded as refusal:
+            self._refusal = refusal
+            raise
+        if self._closing is not None:  # the request ended while this read waited: no snapshot for it
+            self._gate.release()
+            return
+        self._admitted = True
+
     async def close(self) -> None:
-        """End the snapshot and return the connection to the pool. Safe to call when nothing was read, and more than
-        once. A read still in flight in another task (a loader's batch) is waited for: closed before it had opened
-        the connection, the connection would be left to the garbage collector."""
+        """End the snapshot, return the connection to the pool and the execution slot to the gate. Safe to call when
+        nothing was read, and more than once. A read still in flight in another task (a loader's batch) is waited
+        for: closed before it had opened the connection, the connection would be left to the garbage collector.
+
+        The closing runs to its end even when the caller is cancelled while it waits (shielded): a slot that was
+        never given back would be lost to the process for good."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         async with self._lock:
-            self._closed = True
             conn, self._conn = self._conn, None
-            if conn is not None:
-                try:
-                    await conn.rollback()
-                except Exception as exc:
-                    if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
-                        raise
-                finally:
-                    await conn.close()
+            try:
+                if conn is not None:
+                    try:
+                        await conn.rollback()
+                    except Exception as exc:
+                        if not is_transient(exc):  # a connection lost mid-request has nothing left to roll back
+                            raise
+                    finally:
+                        await conn.close()
+            finally:
+                if self._admitted:
+                    self._admitted = False
+                    assert self._gate is not None
+                    self._gate.release()

@@ -28,10 +28,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import Receive, Scope, Send
 
+from app.admission import AdmissionGate
 from app.auth import AuthError, Caller, authenticate
 from app.cache import Executed, QueryCache, Served, body_digest, rest_cache_key
 from app.compression import ACCEPT_ENCODING, GZIP, Compression
-from app.errors import DatabaseUnavailable
+from app.errors import Unavailable
 from app.limits import ApiLimits
 from app.metrics import REQUEST_SECONDS, REQUESTS
 from app.reads import status
@@ -110,8 +111,9 @@ def _internal_error(correlation: str) -> Response:
     return error_response(Refusal(500, "Internal server error", "INTERNAL_ERROR", message), correlation)
 
 
-def _unavailable(error: DatabaseUnavailable) -> Refusal:
-    # Retryable, unlike a 500: the database is down or the breaker is open (app/reads/session.py).
+def _unavailable(error: Unavailable) -> Refusal:
+    # Retryable, unlike a 500: the database is down, the breaker is open (app/reads/session.py) or every execution
+    # slot stayed taken (app/admission.py).
     return Refusal(503, "Service unavailable", "SERVICE_UNAVAILABLE", error.message, {"Retry-After": "2"})
 
 
@@ -171,8 +173,8 @@ Handler = Callable[[Request, Caller, str], Awaitable[Response]]
 
 
 class RestApi:
-    """The routes and what they share: settings, limits, the engine, the database circuit breaker and (when
-    configured) the result cache and the loaders' tracer."""
+    """The routes and what they share: settings, limits, the engine, the database circuit breaker, the execution
+    limit and (when configured) the result cache and the loaders' tracer."""
 
     def __init__(
         self,
@@ -183,10 +185,12 @@ class RestApi:
         breaker: CircuitBreaker | None = None,
         compression: Compression | None = None,
         tracer: Tracer | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._compression = compression or Compression.from_settings(settings)
+        self._gate = gate
         self._limits = limits
         self._engine = engine
         self.cache = cache
@@ -216,7 +220,7 @@ class RestApi:
                 response = await self._checked(request, correlation, handler, authenticated)
             except Refusal as refusal:
                 response = error_response(refusal, correlation)
-            except DatabaseUnavailable as exc:
+            except Unavailable as exc:
                 response = error_response(_unavailable(exc), correlation)
             except Exception as exc:
                 # The caller gets only the correlation id; the log line under it has the exception and traceback.
@@ -299,7 +303,9 @@ class RestApi:
 
         async def execute() -> Executed:
             nonlocal refused
-            context = new_context(self._engine(), caller, correlation, self._limits, self.breaker, tracer=self._tracer)
+            context = new_context(
+                self._engine(), caller, correlation, self._limits, self.breaker, tracer=self._tracer, gate=self._gate
+            )
             try:
                 document = await build(context.loaders)
             except Refusal as refusal:
@@ -337,9 +343,10 @@ def routes(
     breaker: CircuitBreaker | None = None,
     compression: Compression | None = None,
     tracer: Tracer | None = None,
+    gate: AdmissionGate | None = None,
 ) -> list[BaseRoute]:
     """The routes to mount at PREFIX. Pass the process's QueryCache to have responses cached (and evicted), the
     GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own), the
-    app's Compression to share its memo of compressed answers (else one is made from settings), and a tracer when
-    tracing is on."""
-    return RestApi(settings, limits, engine, cache, breaker, compression, tracer).routes()
+    app's Compression to share its memo of compressed answers (else one is made from settings), a tracer when
+    tracing is on, and the process's admission gate to count REST executions against the same limit."""
+    return RestApi(settings, limits, engine, cache, breaker, compression, tracer, gate).routes()

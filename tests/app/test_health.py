@@ -19,13 +19,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.health import PROBE_INTERVAL_SECONDS
+from infra.settings import DATABASE_POOL_OVERFLOW
 from tests.app.graphql.conftest import API_KEY, AUTH, FIXTURE_BATCH, SERVICE_ID
 from tests.helpers.events import fixture_messages, project
 from tests.helpers.processes import free_port
 from tests.helpers.serve import metric, ras_serve, until
 
 POOL_SIZE = 2
-POOL_CAPACITY = POOL_SIZE + 10  # SQLAlchemy's default overflow
+POOL_CAPACITY = POOL_SIZE + DATABASE_POOL_OVERFLOW
 BLOCKED = POOL_CAPACITY + 8
 READYZ = 200
 BATCH = "query($id: ID!) { batch(id: $id) { id } }"
@@ -37,7 +38,14 @@ async def test_readiness_answers_from_memory_while_requests_hold_every_connectio
     await project(engine, fixture_messages("gen2"))
     async with (
         ras_serve(
-            database_url, tmp_path / "serve.log", key=API_KEY, service=SERVICE_ID, RAS_DATABASE_POOL_SIZE=str(POOL_SIZE)
+            database_url,
+            tmp_path / "serve.log",
+            key=API_KEY,
+            service=SERVICE_ID,
+            RAS_DATABASE_POOL_SIZE=str(POOL_SIZE),
+            # As many executions as the pool has connections, the rest waiting for a slot until the lock goes.
+            RAS_MAX_CONCURRENT_EXECUTIONS=str(POOL_CAPACITY),
+            RAS_ADMISSION_WAIT_SECONDS="300",
         ) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=READYZ + 50)) as client,
         engine.connect() as locker,
