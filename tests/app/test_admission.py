@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from app.admission import AdmissionGate
 from app.cache import QueryCache
@@ -58,10 +59,12 @@ class Stack:
         return await self.client.get(path, headers=AUTH)
 
 
-def gate_of(app: Any) -> AdmissionGate:
-    gates = [r.endpoint.gate for r in app.routes if isinstance(getattr(r, "endpoint", None), GraphQLEndpoint)]
-    assert gates and gates[0] is not None
-    return gates[0]
+def gate_of(app: Starlette) -> AdmissionGate:
+    for route in app.routes:
+        endpoint = getattr(route, "endpoint", None)
+        if isinstance(endpoint, GraphQLEndpoint) and endpoint.gate is not None:
+            return endpoint.gate
+    raise LookupError("the app has no GraphQL endpoint with an admission gate")
 
 
 Make = Callable[[float], Awaitable[Stack]]
