@@ -50,11 +50,18 @@ SLOW = (
 )
 
 
+# The hang guard of a slow test (the default, pyproject's `timeout`, is 300 s): a long stream that takes two minutes
+# alone can take several times that on two cores that CI shares with other work, and only a hang should fail it.
+SLOW_TIMEOUT_SECONDS = 900
+
+
 def mark(items: list[pytest.Item]) -> None:
-    """Mark every collected test under a name in SLOW as `slow`."""
+    """Mark every collected test under a name in SLOW as `slow`, with the longer hang guard unless it sets its own."""
     missing = [name for name in SLOW if not (ROOT / name.split("::")[0]).exists()]
     if missing:
         raise pytest.UsageError(f"tests/helpers/slow.py names what does not exist: {missing}")
     for item in items:
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_SECONDS))

@@ -296,7 +296,7 @@ class Api:
     def pid(self) -> int:
         return self.process.proc.pid
 
-    async def ready(self, timeout: float = 60) -> None:
+    async def ready(self, timeout: float = 120) -> None:
         await wait_for_status(self.url + "/readyz", 200, timeout)
 
     async def stop(self) -> None:

@@ -109,7 +109,7 @@ async def test_a_killed_member_s_partitions_move_to_the_survivor_with_nothing_lo
 
             joined = await until("both members own partitions", shared, 60)
             for member in members:
-                body = await wait_for_status(member.readyz, 200, timeout=30)
+                body = await wait_for_status(member.readyz, 200)
                 assert body["assigned"] is True
             split = [m.assignments()[-1] for m in (victim, survivor)]
             # Once the victim is working on the stream, let both go on a while, then kill it in the middle of it.
