@@ -3,6 +3,7 @@ validation, execution, each loader and its statements, and its errors carry the 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from app.cache import QueryCache
 from app.main import create_app
 from infra.tracing import Tracing
 from tests.app.graphql.conftest import AUTH, FIXTURE_BATCH, settings_for
+from tests.app.live.conftest import BATCH_PROGRESS, live_api, live_settings, ws_client
 from tests.helpers.cache import cache_settings
 from tests.helpers.events import fixture_messages, project
 from tests.helpers.tracing import PARENT_ID, TRACE_ID, TRACEPARENT, children, descendants, hex_id, in_memory, tree
@@ -138,6 +140,29 @@ async def test_rest_requests_are_named_by_their_route(
     )
     names = {span.name for span in descendants(spans, request)}
     assert names >= {"cache lookup", "load batch_with_essays"}, tree(spans)
+
+
+async def test_a_malformed_traceparent_starts_a_trace_of_our_own(
+    client: httpx.AsyncClient, traced: tuple[Tracing, InMemorySpanExporter]
+) -> None:
+    for value in ("garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", TRACEPARENT + "-extra"):
+        response = await client.post("/graphql", json=_screen(), headers={**AUTH, "traceparent": value})
+        assert response.status_code == 200, response.text
+    requests = [span for span in traced[1].get_finished_spans() if span.name == "POST /graphql"]
+    assert len(requests) == 3
+    assert all(span.parent is None and hex_id(span.context.trace_id, 32) != TRACE_ID for span in requests)
+
+
+async def test_subscriptions_are_served_and_not_traced(
+    engine: AsyncEngine, database_url: str, redis_url: str, traced: tuple[Tracing, InMemorySpanExporter]
+) -> None:
+    await project(engine, fixture_messages("gen2"))
+    settings = live_settings(database_url, redis_url, f"ras-trace-{uuid.uuid4().hex[:10]}")
+    async with live_api(settings, engine, traced[0]) as api, ws_client(api.ws_url) as ws:
+        await ws.subscribe("1", BATCH_PROGRESS, {"id": FIXTURE_BATCH})
+        first = await ws.next_payload("1")
+    assert first["data"]["batchProgress"]["id"] == FIXTURE_BATCH, first
+    assert traced[1].get_finished_spans() == (), tree(traced[1].get_finished_spans())
 
 
 async def test_probes_are_not_traced(client: httpx.AsyncClient, traced: tuple[Tracing, InMemorySpanExporter]) -> None:

@@ -23,6 +23,7 @@ from consumer.notify import Publisher
 from consumer.runner import ConsumerLoop
 from devstack.process import free_port
 from infra.settings import Settings
+from infra.tracing import Tracing
 from tests.app.graphql.conftest import API_KEY, AUTH, SERVICE_ID
 
 PROTOCOL = "graphql-transport-ws"
@@ -106,10 +107,10 @@ class LiveApi:
 
 
 @contextlib.asynccontextmanager
-async def live_api(settings: Settings, engine: AsyncEngine) -> AsyncIterator[LiveApi]:
+async def live_api(settings: Settings, engine: AsyncEngine, tracing: Tracing | None = None) -> AsyncIterator[LiveApi]:
     hub = EventHub.from_settings(settings)
     port = free_port()
-    app = create_app(settings, engine, events=hub)
+    app = create_app(settings, engine, events=hub, tracing=tracing)
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None))
     task = asyncio.create_task(server.serve())
     try:
