@@ -40,6 +40,7 @@ from devstack.topics import create_topics
 from infra.failures import broker, database, reaching
 from infra.http_server import TaskServer, listen
 from infra.settings import Settings, configuration_error, load_settings
+from infra.tracing import from_environment
 
 log = structlog.get_logger(__name__)
 
@@ -176,11 +177,14 @@ async def _run(
     settings: Settings, sock: socket.socket, stop: asyncio.Event, batches: int, rate: float | None, progress: bool
 ) -> None:
     messages = demo_stream(batches, users=4) if batches else []
+    # Traced as `ras serve` and `ras consume` are when the OTEL_* variables say so, as one service (docs/tracing.md).
+    tracing = from_environment("ras-dev")
     app = create_app(
         settings,
-        cache=QueryCache.from_settings(settings),
+        cache=QueryCache.from_settings(settings, tracing.tracer("app.cache") if tracing is not None else None),
         events=EventHub.from_settings(settings),
         graphiql_prefill=_graphiql_prefill(settings, messages),
+        tracing=tracing,
     )
     api = TaskServer(
         uvicorn.Config(
@@ -192,7 +196,7 @@ async def _run(
         )
     )
     # The consumer as `ras consume` composes it, stopped with everything else.
-    tasks = [asyncio.create_task(consume(settings, stop)), asyncio.create_task(api.serve(sockets=[sock]))]
+    tasks = [asyncio.create_task(consume(settings, stop, tracing)), asyncio.create_task(api.serve(sockets=[sock]))]
     try:
         while not api.started:
             if tasks[1].done():
@@ -208,4 +212,6 @@ async def _run(
         api.should_exit = True
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if tracing is not None:
+            tracing.shutdown()
     print("stopped", flush=True)
