@@ -1,8 +1,9 @@
 """What the consumer has taken from the broker and not yet committed, and when it must let go of it.
 
 *In hand* are the records the Kafka client has handed over (`getmany` returned them) whose transaction has not
-committed: the fetch decoding in a worker thread and the decoded fetch being applied. Beyond them the client keeps,
-per assigned partition, its position: the offset of the next record it will hand over.
+committed: the decoded fetch being applied and, while the consumer is behind, the next fetch decoding in a worker
+thread. Beyond them the client keeps, per assigned partition, its position: the offset of the next record it will
+hand over.
 
 The invariant: while the intake is *sought* (no rebalance under way, and every assigned partition sought to its
 stored position since the latest assignment), each assigned partition's records in hand, in the order fetched and
@@ -56,6 +57,9 @@ from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# A fetch of at least this share of the most records a transaction may hold means the consumer is behind: the
+# next fetch is then decoded while this one is applied (see `take`).
+BACKLOG_SHARE = 0.1
 
 
 class Stopping(Exception):
@@ -122,8 +126,9 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned.set()
 
     async def take(self) -> Fetched | None:
-        """The next fetch to apply, decoded and current; None when there is none yet (the caller asks again). The
-        fetch after it is taken from what the client already holds and decoded in a worker thread meanwhile."""
+        """The next fetch to apply, decoded and current; None when there is none yet (the caller asks again). When
+        the consumer is behind, the fetch after it is taken from what the client already holds and decoded in a
+        worker thread meanwhile."""
         if not self.settled or self._sought != self._generation:
             await self._drop_and_seek()
             return None
@@ -132,11 +137,19 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._decoding is None:
                 return None
         taken = await self._decoding
-        self._decoding = await self._fetch(0)
+        # Behind, the next fetch is taken from what the client holds and decoded in a worker thread while this one is
+        # applied. Caught up, that would make every record wait for a whole extra transaction (the one it was
+        # decoded beside); so the client keeps its records, and the next take hands them over after this commit,
+        # with all that arrived meanwhile.
+        self._decoding = await self._fetch(0) if self._behind(taken) else None
         if not self.current(taken):
             self.let_go(taken)
             return None  # the next call lets go of the fetch after it too, and seeks
         return taken
+
+    def _behind(self, fetched: Fetched) -> bool:
+        """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS)."""
+        return len(fetched.decoded.records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE))
 
     def let_go(self, fetched: Fetched) -> None:
         """Drop `fetched` (no longer current, or at shutdown): its records are read again from the stored positions."""

@@ -68,6 +68,8 @@ class ConsumerLoop:
             fetch_max_bytes=max(PREFETCH_BYTES, settings.max_message_bytes * 2),
         )
         self.intake = Intake(self._kafka, engine, settings, self._stop, traced=tracer is not None)
+        self._uncommitted: dict[TopicPartition, int] = {}  # Kafka offsets to commit (see `_commit_to_kafka`)
+        self._committing: asyncio.Task[None] | None = None
         self.assigned = self.intake.assigned
 
     def stop(self) -> None:
@@ -92,6 +94,8 @@ class ConsumerLoop:
             log.info("shutdown requested while waiting for the database; uncommitted work will be re-read")
         finally:
             await self.intake.close()
+            if self._committing is not None:
+                await asyncio.gather(self._committing, return_exceptions=True)
             await self._kafka.stop()
             log.info("consumer stopped")
 
@@ -120,12 +124,12 @@ class ConsumerLoop:
         metrics.TRANSACTION_RECORDS.observe(len(fetch.records))
         ages = _Ages(fetched)
         ages.observe("committed")
-        await self._commit_to_kafka(applied)
         for result in applied:
             self._count(result)
             if self._on_applied is not None:  # every commit: it moved positions even if it changed no row
                 await self._on_applied(result)
         ages.observe("announced")
+        self._commit_to_kafka(applied)
 
     async def _transaction(self, fetched: Fetched, part: DecodedFetch, marks: dict[Partition, int]) -> Applied | None:
         """Apply `part` of `fetched` in one transaction if `fetched` is still current; None if it is not."""
@@ -148,20 +152,27 @@ class ConsumerLoop:
                 metrics.LAG.labels(topic, str(partition)).set(max(0, mark - consumed))
         return marks
 
-    async def _commit_to_kafka(self, applied: Sequence[Applied]) -> None:
-        # Only a convenience for tools that read group offsets; the database holds the positions that count.
-        assigned = self._kafka.assignment()
-        offsets: dict[TopicPartition, int] = {}
+    def _commit_to_kafka(self, applied: Sequence[Applied]) -> None:
+        """Commit the group's Kafka offsets in the background, off the path to the next transaction: they are only a
+        convenience for tools that read group offsets; the database holds the positions that count. One commit is
+        in flight at a time; offsets that come meanwhile go with the next."""
         for topic, partition, offset in (position for result in applied for position in result.positions):
             tp = TopicPartition(topic, partition)
-            if tp in assigned:
-                offsets[tp] = max(offset, offsets.get(tp, 0))
-        if not offsets:
-            return
-        try:
-            await self._kafka.commit(offsets)
-        except KafkaError as exc:
-            log.debug("kafka offset commit skipped", error=str(exc))
+            self._uncommitted[tp] = max(offset, self._uncommitted.get(tp, 0))
+        if self._uncommitted and (self._committing is None or self._committing.done()):
+            self._committing = asyncio.create_task(self._send_commits())
+
+    async def _send_commits(self) -> None:
+        while self._uncommitted:
+            assigned = self._kafka.assignment()
+            offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+            self._uncommitted = {}
+            if not offsets:
+                continue
+            try:
+                await self._kafka.commit(offsets)
+            except KafkaError as exc:
+                log.debug("kafka offset commit skipped", error=str(exc))
 
     def _count(self, applied: Applied) -> None:
         metrics.TRANSACTIONS.inc()
