@@ -79,11 +79,11 @@ def hold_decode(monkeypatch: pytest.MonkeyPatch, hold: Hold) -> None:
     """Stop in the worker thread decoding a fetch."""
     loop = asyncio.get_running_loop()
 
-    def held(records: Sequence[Record], max_bytes: int) -> DecodedFetch:
+    def held(records: Sequence[Record], max_bytes: int, traced: bool = False) -> DecodedFetch:
         if hold.fires():
             loop.call_soon_threadsafe(hold.reached.set)
             hold.released.wait(GUARD_SECONDS)
-        return decode_fetch(records, max_bytes)
+        return decode_fetch(records, max_bytes, traced)
 
     monkeypatch.setattr("consumer.intake.decode_fetch", held)
 
