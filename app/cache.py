@@ -46,7 +46,8 @@ Fail-open: a Redis failure makes the request execute normally without the cache,
 Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per request. The
 first call that reaches Redis again changes the epoch: the consumer may have lost evictions in the same outage, and
 its own epoch change can come later. A Redis failure is an error reply, a broken connection, or no answer within
-`redis_timeout_seconds` counted only while this process's loop was on time (infra/loop_lag.py). A busy loop is no
+`redis_timeout_seconds` counted only while this process's loop sat waiting, neither held up nor busy
+(infra/loop_lag.py). A busy loop is no
 evidence about Redis or about the consumer's evictions (another process, its own connections), so a call this process
 could not finish for its own reasons (every connection busy, the loop so late that the call was given up after
 GIVE_UP_FACTOR timeouts in all) goes without the cache alone: no breaker, no epoch change. Otherwise a busy API would
@@ -92,11 +93,10 @@ CLOCK_REFRESH_SECONDS = 5.0
 """How long a reading of Redis's clock is carried forward on the local monotonic clock before a lookup reads it again.
 Ages are informational: the error is half a round trip plus the clocks' drift over this time."""
 
-GIVE_UP_FACTOR = 20
+GIVE_UP_FACTOR = 100
 """A Redis call is abandoned after this many times `redis_timeout_seconds` in all, however late the loop was."""
-LAG_SAMPLES_PER_TIMEOUT = 40
-"""Heartbeats of the loop-lag measure per `redis_timeout_seconds` (infra/loop_lag.py): under a loop whose every turn
-is late, a call still has about 27 turns to read its answer before Redis is blamed."""
+LAG_SAMPLES_PER_TIMEOUT = 10
+"""Heartbeats of the loop-lag measure per `redis_timeout_seconds` (infra/loop_lag.py) while a call waits."""
 
 _TIMEOUTS = (TimeoutError, RedisTimeoutError)
 
@@ -296,8 +296,8 @@ class QueryCache:
         # A tag is its kind's two-character prefix and an id (infra/cache_keys.py).
         self._max_tag_chars = settings.cache_max_id_chars + len(ck.BATCH_TAG)
         self._max_tags = settings.cache_max_tags
-        # A call (connect and command) fails Redis once the loop was on time for this long without an answer, and
-        # is abandoned, failing nobody, after `_give_up_after` in all: a busy loop is not a slow Redis.
+        # A call (connect and command) fails Redis once the loop sat waiting this long without an answer, and is
+        # abandoned, failing nobody, after `_give_up_after` in all: a busy loop is not a slow Redis.
         self._timeout = settings.redis_timeout_seconds
         self._give_up_after = give_up_after(settings)
         self._lag = LoopLag(interval=self._timeout / LAG_SAMPLES_PER_TIMEOUT)

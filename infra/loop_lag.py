@@ -1,28 +1,35 @@
-"""Deadlines that count only the time this process's event loop was free to notice an answer.
+"""Deadlines that count only the time this process sat waiting, free to notice an answer.
 
-A plain asyncio timeout also runs down while the loop is busy with other work (large answers being written, a burst
-of executions) or while the process is not scheduled at all. A reply that reached the socket in time then looks late,
-because nothing ran the code that would have read it. Blaming the other side for that (app/cache.py opens its breaker
-on a Redis timeout) turns a busy process into an outage of its dependency, and the outage's fallback makes the
-process busier still.
+A plain asyncio timeout also runs down while the loop is busy with other work (large answers being read and written,
+a burst of executions) or while the process is not scheduled at all. A reply that reached the socket in time then
+looks late, because nothing ran the code that would have read it. Blaming the other side for that (app/cache.py opens
+its breaker on a Redis timeout) turns a busy process into an outage of its dependency, and the outage's fallback
+makes the process busier still.
 
-`LoopLag` measures the loop's lateness with a heartbeat: a callback due every `interval` seconds that runs d seconds
-late shows the loop (or the whole process) was held up for d. The heartbeat runs only while a deadline is open.
+A `Deadline` counts towards its budget only the time the loop was neither held up nor busy:
+
+- held up: `LoopLag` runs a heartbeat while a deadline is open. A callback due every `interval` seconds that runs
+  d seconds late shows the loop (or the whole process) was held up for d: one long turn, a stall, a process that
+  the machine did not schedule. Up to TIMER_SLACK_SECONDS late counts as on time (timers always run a little late).
+- busy: the CPU time the loop's thread spent meanwhile (`time.thread_time`). Many short turns (32 large answers read
+  a chunk at a time) keep every heartbeat on time and the loop fully busy.
+
 `LoopLag.deadline(budget, limit)` is an async context manager like `asyncio.timeout`. It raises TimeoutError once
-the loop has been on time for `budget` seconds of the wait: the other side had its whole budget and did not answer
-(`other_side_slow`). Or once `limit` seconds have passed in all, however late the loop was: the wait was cut
-short for our own sake, and the other side is not to blame.
-
-A heartbeat up to `interval / 2` late counts as on time (timers always run a little late), and a later one still
-counts `interval` and a half as time on time. So under a loop whose every turn takes longer than that, a deadline
-lasts `budget / (1.5 * interval)` turns. An answer that needs several turns to be read (a large one
-comes in chunks) is then not cut off by the loop's own slowness.
+`budget` seconds of the wait were neither: the process sat waiting that long and the other side did not answer
+(`other_side_slow`). Or once `limit` seconds have passed in all: the wait was cut short for our own sake, and the
+other side is not to blame. When the other side really stops answering, the work waiting on it stops too, the loop
+falls idle, and the budget runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
+
+TIMER_SLACK_SECONDS = 0.002
+"""How late a heartbeat may run and still count as on time: epoll rounds its timeout up to the millisecond, and a
+woken process takes a moment to run."""
 
 
 class LoopLag:
@@ -46,8 +53,8 @@ class LoopLag:
         return self._late + self._beyond_slack(asyncio.get_running_loop().time())
 
     def _beyond_slack(self, now: float) -> float:
-        # Timers always run a little late (the poll's granularity, a busy machine); that much is not lag.
-        return max(0.0, now - self._due - self._interval / 2)
+        # Timers always run a little late (the poll's granularity, waking up); that much is not lag.
+        return max(0.0, now - self._due - min(self._interval / 2, TIMER_SLACK_SECONDS))
 
     def hold(self) -> float:
         """Keep the heartbeat going until `release()`; returns `lateness()`."""
@@ -77,7 +84,7 @@ class Deadline:
     """`async with lag.deadline(budget, limit) as d:` see the module's docstring. After a TimeoutError,
     `d.other_side_slow` says which of the two bounds ended the wait."""
 
-    __slots__ = ("_budget", "_check", "_lag", "_limit", "_mark", "_started", "_window", "other_side_slow")
+    __slots__ = ("_budget", "_check", "_cpu", "_lag", "_limit", "_mark", "_started", "_window", "other_side_slow")
 
     def __init__(self, lag: LoopLag, budget: float, limit: float) -> None:
         self._lag = lag
@@ -87,18 +94,21 @@ class Deadline:
         self._check: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._mark = 0.0
+        self._cpu = 0.0
         self.other_side_slow = False
 
-    def on_time(self) -> float:
-        """Seconds of the wait so far during which the loop was on time."""
+    def idle(self) -> float:
+        """Seconds of the wait so far during which the loop was neither held up nor busy (the two overlap when one
+        turn is long; counting both makes the deadline more patient, never quicker to blame)."""
         waited = asyncio.get_running_loop().time() - self._started
-        return waited - (self._lag.lateness() - self._mark)
+        return waited - (self._lag.lateness() - self._mark) - (time.thread_time() - self._cpu)
 
     async def __aenter__(self) -> Deadline:
         loop = asyncio.get_running_loop()
         await self._window.__aenter__()
         self._started = loop.time()
         self._mark = self._lag.hold()
+        self._cpu = time.thread_time()
         self._check = loop.call_at(self._started + self._budget, self._expire_when_due)
         return self
 
@@ -109,7 +119,7 @@ class Deadline:
             self._check.cancel()
         if error is not None and not self.other_side_slow:
             # Any other timeout on the way (the client's own socket timeouts) is judged by the same rule.
-            self.other_side_slow = self.on_time() >= self._budget
+            self.other_side_slow = self.idle() >= self._budget
         self._lag.release()
         await self._window.__aexit__(kind, error, trace)
         return None
@@ -117,11 +127,11 @@ class Deadline:
     def _expire_when_due(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        on_time = self.on_time()
-        if on_time >= self._budget:
+        idle = self.idle()
+        if idle >= self._budget:
             self.other_side_slow = True
         elif now - self._started < self._limit:
-            remaining = min(self._budget - on_time, self._started + self._limit - now)
+            remaining = min(self._budget - idle, self._started + self._limit - now)
             self._check = loop.call_at(now + remaining, self._expire_when_due)
             return
         self._check = None

@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         default=0.1,
         gt=0,
         description="How long Redis may take to answer a call before the cache is skipped (fail-open). The API counts "
-        "only the time its event loop was on time (a busy API is not a slow Redis) and gives a call up after 20 times "
+        "only the time its event loop sat waiting (a busy API is not a slow Redis) and gives a call up after 100 times "
         "this in all without blaming Redis; the consumer uses it as its socket timeout.",
     )
     live_updates_enabled: bool = Field(

@@ -130,7 +130,26 @@ async def test_a_loop_saturated_by_large_answers_keeps_the_cache_on(
 
 
 async def keep_busy(done: Callable[[], bool], seconds: float) -> None:
-    """Block the loop for `seconds` on every turn until `done()`."""
+    """Hold the loop with `seconds` of work on every turn until `done()`."""
     while not done():
-        time.sleep(seconds)  # noqa: ASYNC251  # the point: work that holds the loop
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass  # the point: work that holds the loop
         await asyncio.sleep(0)
+
+
+async def test_many_large_answers_read_at_once_are_not_a_slow_redis(
+    cache: QueryCache, redis: Redis, settings: Settings
+) -> None:
+    """32 clients ask for the cached 1 MB answer at once, five times over. The loop's turns stay short (each reads a
+    chunk of some answer), so it is never late, but it is busy the whole time: reading 32 MB through one loop can
+    take longer than the timeout, while Redis answered each MGET at once."""
+    await cache.fetch(KEY, large)
+    before = await epoch(redis, settings)
+    delta = Delta()
+    for _ in range(5):
+        served = await asyncio.gather(*(cache.fetch(KEY, large) for _ in range(32)))
+        assert all(s.status == "hit" and s.body == LARGE for s in served)
+    assert delta("ras_cache_requests_total", result="hit") == 160
+    nothing_went_without_the_cache(delta)
+    assert await epoch(redis, settings) == before
