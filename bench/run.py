@@ -33,6 +33,8 @@ SCENARIOS: dict[str, str] = {
     "R1": "bench.r1_cached",
     "R2": "bench.r2_r3_uncached",
     "R4": "bench.r4_rest_uncached",
+    "L1": "bench.l1_overload",
+    "LIST": "bench.list_cached",
     "F1": "bench.f1_freshness",
     "F2": "bench.f2_freshness",
     "W1": "bench.w1_projection",
