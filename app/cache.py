@@ -45,9 +45,9 @@ Otherwise (stale, uncacheable, Redis error) each follower executes for itself.
 Fail-open: a Redis failure makes the request execute normally without the cache, and a circuit breaker then skips
 Redis for `pause_after_error` seconds (one trial call after that), so a dead Redis costs nothing per request. The
 first call that reaches Redis again changes the epoch: the consumer may have lost evictions in the same outage, and
-its own epoch change can come later. A Redis failure is an error reply, a broken connection, or no answer within
-`redis_timeout_seconds` counted only while this process's loop sat waiting, neither held up nor busy
-(infra/loop_lag.py). A busy loop is no
+its own epoch change can come later. A Redis failure is an error reply, a broken connection, or Redis silent for
+`redis_timeout_seconds`, counted only while this process's loop sat waiting, neither held up nor busy, and from the
+call's latest sign of life (the command written, a chunk of the answer: infra/loop_lag.py). A busy loop is no
 evidence about Redis or about the consumer's evictions (another process, its own connections), so a call this process
 could not finish for its own reasons (every connection busy, the loop so late that the call was given up after
 GIVE_UP_FACTOR timeouts in all) goes without the cache alone: no breaker, no epoch change. Otherwise a busy API would
@@ -450,9 +450,7 @@ class QueryCache:
         deadline = self._lag.deadline(self._timeout, self._give_up_after)
         try:
             async with deadline:
-                if not self._healthy:
-                    await self._forget_entries_from_before_the_outage()
-                result = await call()
+                result = await deadline.watched(self._attempt(call))
         except MaxConnectionsError as exc:
             # Every connection of this process is busy (ck.MAX_CONNECTIONS): a local limit, not a sign that Redis is
             # down. Only this call goes without the cache; opening the circuit would switch the cache off for every
@@ -474,6 +472,11 @@ class QueryCache:
             raise
         self._succeeded()
         return result
+
+    async def _attempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        if not self._healthy:
+            await self._forget_entries_from_before_the_outage()
+        return await call()
 
     def _gave_up(self, op: str, exc: BaseException) -> None:
         """A call that failed for this process's own reasons: only it goes without the cache."""

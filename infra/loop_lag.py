@@ -16,8 +16,10 @@ A `Deadline` counts towards its budget only the time the loop was neither held u
 
 `LoopLag.deadline(budget, limit)` is an async context manager like `asyncio.timeout`. It raises TimeoutError once
 `budget` seconds of the wait were neither: the process sat waiting that long and the other side did not answer
-(`other_side_slow`). Or once `limit` seconds have passed in all: the wait was cut short for our own sake, and the
-other side is not to blame. When the other side really stops answering, the work waiting on it stops too, the loop
+(`other_side_slow`). A call awaited through `Deadline.watched` starts the budget again each time it is resumed
+(bytes arrived): the budget then bounds the other side's silence, not the length of a large answer. Or it raises
+TimeoutError once `limit` seconds have passed in all: the wait was cut short for our own sake, and the other side is
+not to blame. When the other side really stops answering, the work waiting on it stops too, the loop
 falls idle, and the budget runs out.
 """
 
@@ -25,7 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine, Generator
 from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
 
 TIMER_SLACK_SECONDS = 0.002
 """How late a heartbeat may run and still count as on time: epoll rounds its timeout up to the millisecond, and a
@@ -84,7 +90,18 @@ class Deadline:
     """`async with lag.deadline(budget, limit) as d:` see the module's docstring. After a TimeoutError,
     `d.other_side_slow` says which of the two bounds ended the wait."""
 
-    __slots__ = ("_budget", "_check", "_cpu", "_lag", "_limit", "_mark", "_started", "_window", "other_side_slow")
+    __slots__ = (
+        "_budget",
+        "_check",
+        "_cpu",
+        "_lag",
+        "_limit",
+        "_mark",
+        "_since",
+        "_started",
+        "_window",
+        "other_side_slow",
+    )
 
     def __init__(self, lag: LoopLag, budget: float, limit: float) -> None:
         self._lag = lag
@@ -93,20 +110,33 @@ class Deadline:
         self._window = asyncio.timeout(None)
         self._check: asyncio.TimerHandle | None = None
         self._started = 0.0
+        self._since = 0.0
         self._mark = 0.0
         self._cpu = 0.0
         self.other_side_slow = False
 
+    def watched(self, call: Coroutine[Any, Any, T]) -> _Watched[T]:
+        """`call`, each resumption of which is a sign of life that starts the budget again. Inside a Redis call the
+        loop resumes it when the connection is made, the command written and bytes of the answer arrive: the budget
+        then bounds the other side's silence, not the time a large answer takes to come in."""
+        return _Watched(call, self._progressed)
+
+    def _progressed(self) -> None:
+        self._since = asyncio.get_running_loop().time()
+        self._mark = self._lag.lateness()
+        self._cpu = time.thread_time()
+
     def idle(self) -> float:
-        """Seconds of the wait so far during which the loop was neither held up nor busy (the two overlap when one
-        turn is long; counting both makes the deadline more patient, never quicker to blame)."""
-        waited = asyncio.get_running_loop().time() - self._started
+        """Seconds since the wait began or last made progress during which the loop was neither held up nor busy
+        (the two overlap when one turn is long; counting both makes the deadline more patient, never quicker to
+        blame)."""
+        waited = asyncio.get_running_loop().time() - self._since
         return waited - (self._lag.lateness() - self._mark) - (time.thread_time() - self._cpu)
 
     async def __aenter__(self) -> Deadline:
         loop = asyncio.get_running_loop()
         await self._window.__aenter__()
-        self._started = loop.time()
+        self._started = self._since = loop.time()
         self._mark = self._lag.hold()
         self._cpu = time.thread_time()
         self._check = loop.call_at(self._started + self._budget, self._expire_when_due)
@@ -136,3 +166,32 @@ class Deadline:
             return
         self._check = None
         self._window.reschedule(now)  # cancels the waiting task on the loop's next turn, as asyncio.timeout does
+
+
+class _Watched(Generic[T]):
+    """Awaits a coroutine as `await` would, calling `resumed()` each time the loop resumes it with a result."""
+
+    __slots__ = ("_call", "_resumed")
+
+    def __init__(self, call: Coroutine[Any, Any, T], resumed: Callable[[], None]) -> None:
+        self._call = call
+        self._resumed = resumed
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        call = self._call
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                waiting = call.send(sent) if thrown is None else call.throw(thrown)
+            except StopIteration as finished:
+                return cast(T, finished.value)
+            try:
+                sent, thrown = (yield waiting), None
+            except GeneratorExit:
+                call.close()
+                raise
+            except BaseException as error:  # cancellation and the like go to the awaited call, as with `await`
+                sent, thrown = None, error
+            else:
+                self._resumed()

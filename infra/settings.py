@@ -210,9 +210,10 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         default=0.1,
         gt=0,
-        description="How long Redis may take to answer a call before the cache is skipped (fail-open). The API counts "
-        "only the time its event loop sat waiting (a busy API is not a slow Redis) and gives a call up after 100 times "
-        "this in all without blaming Redis; the consumer uses it as its socket timeout.",
+        description="How long Redis may stay silent during a call before the cache is skipped (fail-open). The API "
+        "counts only the time its event loop sat waiting (a busy API is not a slow Redis), starts again at each chunk "
+        "of the answer, and gives a call up after 100 times this in all without blaming Redis; the consumer uses it as "
+        "its socket timeout.",
     )
     live_updates_enabled: bool = Field(
         default=True,

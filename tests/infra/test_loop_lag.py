@@ -68,3 +68,35 @@ async def test_the_heartbeat_stops_when_no_deadline_is_open() -> None:
     time.sleep(0.05)  # noqa: ASYNC251  # a stall nobody measures
     await asyncio.sleep(0)
     assert lag.lateness() == before
+
+
+async def test_an_answer_that_keeps_coming_is_not_cut_off_by_the_budget() -> None:
+    """Each part of the answer comes well within the budget, the whole of it after several budgets: a watched call
+    starts its budget again at every part, so only silence ends it."""
+    deadline = LoopLag(interval=BUDGET / 10).deadline(BUDGET, limit=BUDGET * 100)
+
+    async def parts() -> int:
+        for _ in range(8):
+            await asyncio.sleep(BUDGET / 2)
+        return 8
+
+    async with deadline:
+        assert await deadline.watched(parts()) == 8
+
+
+async def test_a_watched_call_that_falls_silent_is_ended_and_closed() -> None:
+    deadline = LoopLag(interval=BUDGET / 10).deadline(BUDGET, limit=BUDGET * 100)
+    cleaned_up = False
+
+    async def one_part_then_silence() -> None:
+        nonlocal cleaned_up
+        try:
+            await asyncio.sleep(BUDGET / 2)
+            await never()
+        finally:
+            cleaned_up = True
+
+    with pytest.raises(TimeoutError):
+        async with deadline:
+            await deadline.watched(one_part_then_silence())
+    assert deadline.other_side_slow and cleaned_up
