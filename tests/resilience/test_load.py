@@ -62,8 +62,8 @@ SECONDS = float(os.environ.get("RAS_RESILIENCE_LOAD_SECONDS", "60"))
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(900 + 3 * SECONDS)]
 
 CLIENTS = 200
-# A hang guard, not a bound: a request waits at most the server's pool timeout (30 s) for a connection before it
-# is refused, and then runs one query.
+# A hang guard, not a bound: a request waits at most RAS_ADMISSION_WAIT_SECONDS for an execution slot before it
+# is refused (an admitted one, at most the pool's timeout for a connection), and then runs one query.
 CLIENT_TIMEOUT_SECONDS = 300
 RATE = 1_000.0
 USERS = [f"teacher-{i:02d}" for i in range(7)]
