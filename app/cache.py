@@ -75,7 +75,7 @@ import orjson
 import structlog
 from graphql import GraphQLError, parse, print_ast
 from opentelemetry.trace import Tracer
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -105,7 +105,7 @@ def give_up_after(settings: Settings) -> float:
     return settings.redis_timeout_seconds * GIVE_UP_FACTOR
 
 
-def client(settings: Settings) -> Redis:
+def client(settings: Settings) -> ck.Client:
     """The cache's Redis client: its own socket timeouts never end a call before the cache's deadline does."""
     return ck.connect(settings, timeout=give_up_after(settings) + settings.redis_timeout_seconds)
 
@@ -286,7 +286,7 @@ class QueryCache:
     """Look up, execute on a miss, store: `fetch(key, execute)`. One per process, shared by all requests."""
 
     def __init__(
-        self, redis: Redis, settings: Settings, *, pause_after_error: float = 1.0, tracer: Tracer | None = None
+        self, redis: ck.Client, settings: Settings, *, pause_after_error: float = 1.0, tracer: Tracer | None = None
     ) -> None:
         self._redis = redis
         self._tracer = tracer
@@ -396,7 +396,9 @@ class QueryCache:
         """MGET of `entry` and the epoch on a pooled connection, without `Redis.execute_command`: its retry,
         observability and command-parsing layers cost as much again as the command itself (in Python), and a hit is
         just this command. The connection disconnects itself on any error or cancellation, as it does under
-        `execute_command`."""
+        `execute_command`. On a cluster the client's own MGET routes it: both keys are in the cache's one slot."""
+        if isinstance(self._redis, RedisCluster):
+            return cast(list[bytes | None], await self._redis.execute_command("MGET", entry, self._layout.epoch))
         pool = self._redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         try:
@@ -474,6 +476,7 @@ class QueryCache:
         return result
 
     async def _attempt(self, call: Callable[[], Awaitable[T]]) -> T:
+        await ck.discovered(self._redis)
         if not self._healthy:
             await self._forget_entries_from_before_the_outage()
         return await call()

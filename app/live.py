@@ -30,7 +30,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -120,7 +120,7 @@ class _Waiter:
 
 
 class EventHub:
-    def __init__(self, redis: Redis, settings: Settings, *, ping_interval: float = PING_INTERVAL_SECONDS) -> None:
+    def __init__(self, redis: ck.Client, settings: Settings, *, ping_interval: float = PING_INTERVAL_SECONDS) -> None:
         self._redis = redis
         self._ping_interval = ping_interval
         self._layout = ck.CacheLayout(settings.cache_prefix)
@@ -140,7 +140,10 @@ class EventHub:
         # there), and no client-side retries: a lost connection surfaces here, and `_listen` reconnects with
         # backoff and makes every subscriber resync.
         timeout = max(1.0, settings.redis_timeout_seconds)
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        # On a cluster, the pub/sub connection goes to the node serving the pattern's slot, the cache's own
+        # (infra/cache_keys.py); PUBLISH is forwarded to every node, so that node hears every message.
+        kind = RedisCluster if settings.redis_cluster else Redis
+        redis = kind.from_url(settings.redis_url, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
         return cls(redis, settings, ping_interval=ping_interval)
 
     @property

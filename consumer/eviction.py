@@ -25,7 +25,6 @@ import time
 from collections.abc import Set
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from consumer.apply import Applied
@@ -59,7 +58,7 @@ Returns the new counter, the number of entries deleted and whether the epoch cha
 
 
 class Evictor:
-    def __init__(self, redis: Redis, settings: Settings, *, retry_interval: float = 1.0) -> None:
+    def __init__(self, redis: ck.Client, settings: Settings, *, retry_interval: float = 1.0) -> None:
         self._redis = redis
         self._layout = ck.CacheLayout(settings.cache_prefix)
         self._deadline = settings.redis_timeout_seconds * 2 + 0.05

@@ -1,8 +1,8 @@
 """Telling the API processes, after each commit, what the transaction changed: the source of live updates.
 
 The consumer publishes on Redis pub/sub (channel names in infra/cache_keys.py), once per committed transaction and
-in one round trip: a message per changed batch (`P:events:batch:{id}`), per owner of a changed batch
-(`P:events:user:{id}`), and the committed positions (`P:events:positions`). Every API process listens
+in one round trip: a message per changed batch (`{P}:events:batch:{id}`), per owner of a changed batch
+(`{P}:events:user:{id}`), and the committed positions (`{P}:events:positions`). Every API process listens
 (app/live.py) and wakes the subscriptions and read-your-writes waits concerned, which then re-read the database:
 a message says only *that* something changed, never what, so a lost or duplicated message cannot make an answer
 wrong, only late or repeated.
@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import orjson
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -73,7 +72,9 @@ def _now_ms() -> int:
 
 
 class Publisher:
-    def __init__(self, redis: Redis, settings: Settings, engine: AsyncEngine, *, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self, redis: ck.Client, settings: Settings, engine: AsyncEngine, *, retry_interval: float = 1.0
+    ) -> None:
         self._redis = redis
         self._engine = engine
         self._layout = ck.CacheLayout(settings.cache_prefix)

@@ -3,24 +3,29 @@
 The API stores results (app/cache.py) and the consumer evicts them (consumer/eviction.py); both build every key here,
 so the two sides cannot drift apart. With P = `settings.cache_prefix` (several deployments can share one Redis):
 
-    P:epoch                  random token; entries stored under any other epoch are never read again, and none
+    {P}:epoch                random token; entries stored under any other epoch are never read again, and none
                              while it is missing (deleted when Redis refuses evictions: consumer/eviction.py)
-    P:gen                    global invalidation counter, INCRed by every eviction
-    P:e:{epoch}:{digest}     one cached result: b"{stored_at_ms} {body_digest}\\n" + body
-    P:t:{tag}                set of the entry keys indexed under a tag
-    P:s:{tag}                value of P:gen at the tag's latest eviction
+    {P}:gen                  global invalidation counter, INCRed by every eviction
+    {P}:e:{epoch}:{digest}   one cached result: b"{stored_at_ms} {body_digest}\\n" + body
+    {P}:t:{tag}              set of the entry keys indexed under a tag
+    {P}:s:{tag}              value of {P}:gen at the tag's latest eviction
     P:d:{sha256}             a persisted GraphQL document: b"t" (trusted) or b"a" (APQ registration) + its text
                              (app/graphql/persisted.py; PostgreSQL holds every one, db/documents.py)
+
+The braces are a Redis Cluster hash tag: every key the cache's scripts touch hashes to the one slot of `{P}`, so
+each script runs on one node, atomically, on a cluster exactly as on a single Redis (docs/cache.md, "Redis Cluster").
+A persisted document is read and written alone, so its key has no hash tag and the documents spread over the cluster.
 
 Tags name what a result read: `b:{batch_id}` for a batch looked up by id (found or not) and `u:{user_id}` for a view
 of a user's batch list, `u:*` for the list over every user. The Lua scripts that use these keys live beside their
 callers; they take the keys built here as arguments (the lookup script appends `{epoch}:{digest}` to `entry_prefix`).
 
-Live updates (consumer/notify.py publishes, app/live.py listens) use Redis pub/sub channels under the same prefix:
+Live updates (consumer/notify.py publishes, app/live.py listens) use Redis pub/sub channels under the same prefix
+(classic pub/sub: a cluster forwards every PUBLISH to every node, so a listener on any node hears all of them):
 
-    P:events:batch:{batch_id}    a committed transaction changed this batch
-    P:events:user:{user_id}      … changed a batch of this user (their batch list)
-    P:events:positions           the committed positions after a transaction (read-your-writes waits), or a resync
+    {P}:events:batch:{batch_id}    a committed transaction changed this batch
+    {P}:events:user:{user_id}      … changed a batch of this user (their batch list)
+    {P}:events:positions             the committed positions after a transaction (read-your-writes waits), or a resync
 
 Redis must run without persistence and with `maxmemory-policy noeviction` (see docs/cache.md): the argument in
 app/cache.py assumes keys disappear only by TTL or by a restart that empties Redis.
@@ -36,7 +41,7 @@ from typing import Literal
 
 import orjson
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -55,6 +60,9 @@ MAX_CONNECTIONS = 100
 """Redis connections per process; past it a call fails at once (and the cache is bypassed) instead of queueing."""
 
 TagKind = Literal["batch", "user"]
+
+Client = Redis | RedisCluster
+"""A single Redis or a Redis Cluster (`settings.redis_cluster`); the cache's code is the same for both."""
 
 
 def batch_tag(batch_id: str) -> str:
@@ -99,32 +107,39 @@ class CacheLayout:
     prefix: str
 
     @property
+    def slot(self) -> str:
+        """The hash-tagged prefix of every key a cache script touches: one Redis Cluster slot for all of them."""
+        return f"{{{self.prefix}}}"
+
+    @property
     def epoch(self) -> str:
-        return f"{self.prefix}:epoch"
+        return f"{self.slot}:epoch"
 
     @property
     def counter(self) -> str:
-        return f"{self.prefix}:gen"
+        return f"{self.slot}:gen"
 
     @property
     def entry_prefix(self) -> str:
-        return f"{self.prefix}:e:"
+        return f"{self.slot}:e:"
 
     def entry(self, epoch: str, key_digest: str) -> str:
         return f"{self.entry_prefix}{epoch}:{key_digest}"
 
     def index(self, tag: str) -> str:
-        return f"{self.prefix}:t:{tag}"
+        return f"{self.slot}:t:{tag}"
 
     def seq(self, tag: str) -> str:
-        return f"{self.prefix}:s:{tag}"
+        return f"{self.slot}:s:{tag}"
 
     def document(self, sha256: str) -> str:
         return f"{self.prefix}:d:{sha256}"
 
     @property
     def events_prefix(self) -> str:
-        return f"{self.prefix}:events:"
+        # In the cache's slot too: on a cluster, the listener (subscribed on the node of its pattern's slot) and the
+        # cache then live on one node and fail together, and sharded pub/sub could carry them unchanged.
+        return f"{self.slot}:events:"
 
     @property
     def events_pattern(self) -> str:
@@ -146,10 +161,19 @@ class CacheLayout:
         return [key for tag in sorted(tags) for key in (self.index(tag), self.seq(tag))]
 
 
-def connect(settings: Settings, *, timeout: float | None = None) -> Redis:
+def connect(settings: Settings, *, timeout: float | None = None) -> Client:
     """A Redis client that fails fast: short socket timeouts (`timeout`, by default `redis_timeout_seconds`) and no
-    retries, so an outage costs one timeout."""
+    retries, so an outage costs one timeout. A cluster client when `redis_cluster` is set: `redis_url` then names
+    any one node, from which the client learns the others."""
     timeout = settings.redis_timeout_seconds if timeout is None else timeout
+    if settings.redis_cluster:
+        return RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=MAX_CONNECTIONS,
+        )
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=timeout,
@@ -157,6 +181,14 @@ def connect(settings: Settings, *, timeout: float | None = None) -> Redis:
         retry=Retry(NoBackoff(), 0),
         max_connections=MAX_CONNECTIONS,
     )
+
+
+async def discovered(redis: Client) -> None:
+    """Let a cluster client learn the cluster's nodes before calls run concurrently on it (a no-op once it has, and
+    for a single Redis): redis-py's RedisCluster (8.1) loses calls that race its own discovery, closing connections
+    under them, which the cache would count as a Redis outage. `initialize` is public and serialises discovery."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
 
 
 # --- metrics (default registry; registered once here because both sides report some of them) ----------------------

@@ -87,7 +87,13 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         default="redis://localhost:6379/0",
-        description="Redis URL for the query cache and live updates: redis://, rediss:// (TLS) or unix://.",
+        description="Redis URL for the query cache and live updates: redis://, rediss:// (TLS) or unix://. With "
+        "RAS_REDIS_CLUSTER, any one node of the cluster.",
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="Redis is a Redis Cluster (cluster mode enabled, e.g. a managed Redis in cluster mode): the cache "
+        "keeps its keys in one hash slot and live updates use pub/sub forwarded across the cluster (docs/cache.md).",
     )
     internal_api_key: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_API_KEY),
@@ -190,7 +196,11 @@ class Settings(BaseSettings):
     )
     cache_enabled: bool = Field(default=True, description="Cache whole GraphQL and REST results in Redis.")
     cache_prefix: str = Field(
-        default="ras", description="Prefix of every Redis key, so several deployments can share one Redis."
+        default="ras",
+        min_length=1,
+        pattern=r"^[^{}]+$",
+        description="Prefix of every Redis key, so several deployments can share one Redis; no braces (it becomes "
+        "the keys' Redis Cluster hash tag).",
     )
     cache_ttl_seconds: int = Field(
         default=3_600, ge=1, description="Safety-net expiry of cached results; eviction by events is the mechanism."

@@ -78,6 +78,15 @@ async def database_url(postgres_server_url: str, template_database: str) -> Asyn
     await servers.drop_database(postgres_server_url, name)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three local nodes (devstack/redis_cluster.py), started for the first test that asks."""
+    from devstack.redis_cluster import RedisClusterProcesses
+
+    with RedisClusterProcesses() as cluster:
+        yield cluster.url
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(database_url, pool_size=5)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -82,7 +81,7 @@ class PersistedDocuments:
     """One per endpoint. `redis` is the fast layer (None: PostgreSQL only); the engine is the API's."""
 
     def __init__(
-        self, mode: Mode, engine: Callable[[], AsyncEngine], redis: Redis | None, layout: ck.CacheLayout
+        self, mode: Mode, engine: Callable[[], AsyncEngine], redis: ck.Client | None, layout: ck.CacheLayout
     ) -> None:
         self.mode = mode
         self._engine = engine

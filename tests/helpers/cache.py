@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from app.cache import Executed, QueryCache
 from app.cache import client as cache_client
@@ -89,8 +89,28 @@ class Delta:
         return sample(name, **labels) - self._start.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def entry_keys(redis: Redis, settings: Settings) -> list[bytes]:
-    return sorted([k async for k in redis.scan_iter(match=f"{settings.cache_prefix}:e:*")])
+def single(client: ck.Client) -> Redis:
+    """`client`, which a test that reaches into a client's connection pool expects to be a single Redis's."""
+    assert isinstance(client, Redis), "a single Redis's client (a cluster client has a pool per node)"
+    return client
+
+
+async def entry_keys(redis: ck.Client, settings: Settings) -> list[bytes]:
+    """The cache's entries; on a cluster, KEYS asks the node of the cache's one slot (every entry lives there)."""
+    layout = ck.CacheLayout(settings.cache_prefix)
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # learns the slots (a no-op once it has)
+        found = await redis.keys(layout.entry_prefix + "*", target_nodes=redis.get_node_from_key(layout.epoch))
+    else:
+        found = await redis.keys(layout.entry_prefix + "*")
+    return sorted(key.encode() if isinstance(key, str) else key for key in found)
+
+
+def test_client(settings: Settings) -> ck.Client:
+    """A client for a test's own look at Redis: a cluster client when `settings` name a cluster."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url)
+    return Redis.from_url(settings.redis_url)
 
 
 async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
@@ -105,10 +125,10 @@ class Attempts:
     so the count says whether a call was tried at all, whatever the time it took. `made` is set at each attempt
     (clear it to wait for the next one)."""
 
-    def __init__(self, client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, client: ck.Client, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
         self.made = asyncio.Event()
-        pool = client.connection_pool
+        pool = single(client).connection_pool
         take = pool.get_connection
 
         async def counted(*args: Any, **kwargs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 from app.cache import QueryCache
 from consumer.eviction import Evictor
 from infra.settings import Settings
-from tests.helpers.cache import cache_settings, pair
+from tests.helpers.cache import cache_settings, pair, test_client
 
 
 @pytest.fixture
@@ -19,8 +20,8 @@ def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = cast(Redis, test_client(settings))  # a RedisCluster where a test module parametrises `settings` so
     yield client
     await client.aclose()
 

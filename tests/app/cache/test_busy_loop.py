@@ -21,7 +21,7 @@ from app.cache import Executed, QueryCache
 from app.cache import client as cache_client
 from infra import cache_keys as ck
 from infra.settings import Settings
-from tests.helpers.cache import Delta, cache_settings, sample
+from tests.helpers.cache import Delta, cache_settings, sample, single
 
 TIMEOUT = 0.25
 KEY = ck.digest(["test", "large"])
@@ -59,10 +59,10 @@ class StallWhileReading:
     """While `on`, blocks the loop for `seconds` right after a call of `client` starts reading Redis's answer: the
     command has gone out, and the answer arrives while nothing can read it."""
 
-    def __init__(self, client: Redis, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    def __init__(self, client: ck.Client, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
         self.on = False
         self.stalls = 0
-        pool = client.connection_pool
+        pool = single(client).connection_pool
         take = pool.get_connection
         wrapped: set[int] = set()
 

@@ -31,6 +31,7 @@ from tests.helpers.cache import (
     entry_keys,
     pair,
     sample,
+    single,
     value_of,
     wait_until,
 )
@@ -375,7 +376,7 @@ async def test_running_out_of_connections_is_not_an_outage(redis_url: str, monke
         await cache.fetch(KEY_X, batch(source, "X"))
         delta = Delta()
         with monkeypatch.context() as patched:
-            patched.setattr(client.connection_pool, "get_connection", exhausted)
+            patched.setattr(single(client).connection_pool, "get_connection", exhausted)
             assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "bypass"
         assert (await cache.fetch(KEY_X, batch(source, "X"))).status == "hit"
         assert delta("ras_cache_errors_total", side="api", op="lookup") == 1

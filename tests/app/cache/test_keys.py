@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
+from pydantic import ValidationError
+from redis.crc import key_slot
+
 from app.cache import graphql_cache_key, rest_cache_key
 from infra import cache_keys as ck
+from infra.settings import Settings
 
 QUERY = """
 query Batch($id: ID!, $first: Int) {
@@ -70,10 +75,27 @@ def test_rest_keys_sort_parameters_and_keep_repeats() -> None:
 
 def test_layout_and_tags() -> None:
     layout = ck.CacheLayout("dep1")
-    assert layout.entry("e1", "abc") == layout.entry_prefix + "e1:abc" == "dep1:e:e1:abc"
-    assert layout.tag_keys({"u:b", "b:a"}) == ["dep1:t:b:a", "dep1:s:b:a", "dep1:t:u:b", "dep1:s:u:b"]
+    assert layout.entry("e1", "abc") == layout.entry_prefix + "e1:abc" == "{dep1}:e:e1:abc"
+    assert layout.tag_keys({"u:b", "b:a"}) == ["{dep1}:t:b:a", "{dep1}:s:b:a", "{dep1}:t:u:b", "{dep1}:s:u:b"]
     assert ck.changed_tags(["x"], ["alice"]) == {"b:x", "u:alice", "u:*"}
     assert ck.changed_tags([], []) == frozenset()
     assert ck.read_tags(["x"], [ck.ALL_USERS]) == {"b:x", "u:*"}
     assert (ck.tag_kind("b:x"), ck.tag_kind("u:*")) == ("batch", "user")
     assert ck.new_epoch() != ck.new_epoch()
+
+
+def test_every_key_a_script_touches_is_in_one_cluster_slot() -> None:
+    """The scripts run on Redis Cluster only because their keys share the prefix's hash slot; ids with braces in
+    them (a made-up batch id) must not move a key to another slot, and deployments use different slots."""
+    layout = ck.CacheLayout("dep1")
+    tags = ck.read_tags(["x", "{y}", "}z{"], ["alice", ck.ALL_USERS])
+    keys = [layout.epoch, layout.counter, layout.entry("e1", "abc"), *layout.tag_keys(tags), layout.events_pattern]
+    keys += [layout.batch_channel("{y}"), layout.user_channel("alice"), layout.positions_channel]
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"dep1")}
+    assert key_slot(ck.CacheLayout("dep2").epoch.encode()) != key_slot(b"dep1")
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "a}b"])
+def test_a_prefix_that_cannot_be_a_hash_tag_is_refused(prefix: str) -> None:
+    with pytest.raises(ValidationError, match="cache_prefix"):
+        Settings(database_url="postgresql+asyncpg://u@h/d", cache_prefix=prefix)

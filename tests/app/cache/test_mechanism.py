@@ -14,9 +14,17 @@ from app.cache import Executed, QueryCache, Served, body_digest, with_cache_exte
 from consumer.eviction import Evictor
 from infra import cache_keys as ck
 from infra.settings import Settings
-from tests.helpers.cache import Delta, Lookups, Source, changed, entry_keys, pair, value_of, wait_until
+from tests.helpers.cache import Delta, Lookups, Source, cache_settings, changed, entry_keys, pair, value_of, wait_until
 
 Execute = Callable[[], Awaitable[Executed]]
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def settings(request: pytest.FixtureRequest, redis_url: str) -> Settings:
+    """Every test here runs on a single Redis and on a three-node Redis Cluster: same code, same keys, same races."""
+    if request.param == "cluster":
+        return cache_settings(request.getfixturevalue("redis_cluster_url"), redis_cluster=True)
+    return cache_settings(redis_url)
 
 
 def batch(source: Source, batch_id: str) -> Execute:
@@ -144,11 +152,10 @@ async def test_a_known_epoch_is_not_trusted_once_redis_lost_it(
 
 
 async def test_the_age_of_a_hit_is_measured_on_redis_clock(cache: QueryCache, redis: Redis, settings: Settings) -> None:
-    layout = ck.CacheLayout(settings.cache_prefix)
     source = Source(values={"X": "v"})
     started = time.monotonic()
     first = await cache.fetch(key("X"), batch(source, "X"))
-    (entry,) = await redis.keys(layout.entry_prefix + "*")
+    (entry,) = await entry_keys(redis, settings)
     seconds, micros = await redis.time()
     stamp = seconds * 1000 + micros // 1000 - 3_000
     await redis.set(entry, f"{stamp} {body_digest(first.body)}\n".encode() + first.body, keepttl=True)
