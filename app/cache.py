@@ -76,7 +76,7 @@ import structlog
 from graphql import GraphQLError, parse, print_ast
 from opentelemetry.trace import Tracer
 from redis.asyncio import RedisCluster
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infra import cache_keys as ck
@@ -459,7 +459,7 @@ class QueryCache:
             # request under exactly the load it is for, and change the epoch after it.
             self._gave_up(op, exc)
             raise _Unavailable from exc
-        except (RedisError, OSError, TimeoutError) as exc:
+        except ck.FAILURES as exc:
             if isinstance(exc, _TIMEOUTS) and not deadline.other_side_slow:
                 # Our own loop was too late to read the answer: the same local matter as above.
                 ck.LOCAL_TIMEOUTS.labels(op).inc()

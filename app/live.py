@@ -34,7 +34,6 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from infra import cache_keys as ck
 from infra.backoff import Backoff
@@ -278,11 +277,12 @@ class EventHub:
         while not self._closed:
             pubsub = self._redis.pubsub()
             try:
+                await ck.discovered(self._redis)  # a cluster's pub/sub picks its node from the slots it learnt
                 await pubsub.psubscribe(self._layout.events_pattern)
                 await self._pump(pubsub, backoff)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError) as exc:
+            except ck.FAILURES as exc:
                 if self.listening.is_set():  # one line per outage, not one per attempt
                     log.warning("live updates: redis unavailable, reconnecting", error=repr(exc)[:200])
             except Exception:  # a bug must not end live updates for good: log it and start over

@@ -25,7 +25,7 @@ import time
 from collections.abc import Set
 
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from consumer.apply import Applied
 from infra import cache_keys as ck
@@ -117,7 +117,7 @@ class Evictor:
             # Redis answered but refused the script (a full Redis under noeviction, a read-only replica).
             await self._drop_epoch(op, exc, missed)
             return
-        except (RedisError, OSError, TimeoutError) as exc:
+        except ck.FAILURES as exc:
             self._failed(op, exc)
             return
         self._succeeded()
@@ -140,7 +140,7 @@ class Evictor:
         try:
             async with asyncio.timeout(self._deadline):
                 await self._redis.delete(self._layout.epoch)
-        except (RedisError, OSError, TimeoutError):
+        except ck.FAILURES:
             self._failed(op, refusal)
             return
         ck.ERRORS.labels("consumer", op).inc()

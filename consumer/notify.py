@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import orjson
 import structlog
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.asyncio import RedisCluster
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -41,6 +41,12 @@ PUBLISHED = Counter(
     ["kind"],
 )
 PUBLISH_ERRORS = Counter("ras_live_publish_errors_total", "Publications lost because Redis was unavailable.")
+
+
+_PUBLISH_ALL = """
+for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+"""
+"""KEYS: a key of the cache's slot (routing only). ARGV: channel, body, channel, body, …"""
 
 
 def chain(*steps: OnApplied | None) -> OnApplied | None:
@@ -84,6 +90,7 @@ class Publisher:
         self._retry_at = 0.0
         self._missed = False
         self._healthy = True
+        self._cluster_publish = redis.register_script(_PUBLISH_ALL)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: AsyncEngine) -> Publisher:
@@ -123,14 +130,24 @@ class Publisher:
             log.warning("could not read positions for the live-update message", error=repr(exc)[:200])
             return []
 
+    async def _publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Every message in one round trip, in order. A cluster refuses PUBLISH in a pipeline (redis-py), so there a
+        script publishes them; its one key (never touched) routes it to the node of the cache's slot, and the
+        cluster forwards each message to every node."""
+        if isinstance(self._redis, RedisCluster):
+            await ck.discovered(self._redis)
+            await self._cluster_publish(keys=[self._layout.events_prefix], args=[v for m in messages for v in m])
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for channel, body in messages:
+            pipe.publish(channel, body)
+        await pipe.execute()
+
     async def _send(self, messages: Sequence[tuple[str, bytes]]) -> bool:
         try:
             async with asyncio.timeout(self._deadline):
-                pipe = self._redis.pipeline(transaction=False)
-                for channel, body in messages:
-                    pipe.publish(channel, body)
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+                await self._publish(messages)
+        except ck.FAILURES as exc:
             PUBLISH_ERRORS.inc()
             self._missed = True
             self._retry_at = time.monotonic() + self._retry_interval

@@ -44,6 +44,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from infra.settings import Settings
 
@@ -181,6 +182,11 @@ def connect(settings: Settings, *, timeout: float | None = None) -> Client:
         retry=Retry(NoBackoff(), 0),
         max_connections=MAX_CONNECTIONS,
     )
+
+
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+"""What a Redis call raises when Redis is unavailable. A cluster client that cannot reach any node to learn the
+cluster from raises RedisClusterException, which is not a RedisError."""
 
 
 async def discovered(redis: Client) -> None:

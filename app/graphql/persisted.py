@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import structlog
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -173,7 +172,7 @@ class PersistedDocuments:
             return None
         try:
             value = await self._redis.get(self._layout.document(document_id))
-        except (RedisError, OSError, TimeoutError) as exc:  # fail-open: PostgreSQL has every document
+        except ck.FAILURES as exc:  # fail-open: PostgreSQL has every document
             log.debug("persisted document not read from Redis", document_id=document_id, error=repr(exc))
             return None
         if not isinstance(value, bytes) or len(value) < 2:
@@ -190,5 +189,5 @@ class PersistedDocuments:
         value = (b"t" if document.trusted else b"a") + document.body.encode()
         try:
             await self._redis.set(self._layout.document(document_id), value, ex=REDIS_TTL_SECONDS, nx=only_new)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except ck.FAILURES as exc:
             log.debug("persisted document not written to Redis", document_id=document_id, error=repr(exc))
