@@ -168,13 +168,12 @@ async def test_an_entry_carries_its_body_digest_and_an_older_form_is_stored_agai
 ) -> None:
     """The digest compressed forms are memoized by (app/compression.py) is the stored body's, given by a stored miss
     and by every hit; an entry without one (a release before it) is a miss and is stored again."""
-    layout = ck.CacheLayout(settings.cache_prefix)
     source = Source(values={"X": "v"})
     miss = await cache.fetch(key("X"), batch(source, "X"))
     hit = await cache.fetch(key("X"), batch(source, "X"))
     assert (miss.status, hit.status) == ("miss", "hit")
     assert miss.digest == hit.digest == body_digest(miss.body) and hit.body == miss.body
-    (entry,) = await redis.keys(layout.entry_prefix + "*")
+    (entry,) = await entry_keys(redis, settings)
     stored = await redis.get(entry)
     assert isinstance(stored, bytes) and stored.split(b"\n", 1)[0].endswith(b" " + miss.digest.encode())
     await redis.set(entry, stored.split(b" ", 1)[0] + b"\n" + miss.body, keepttl=True)

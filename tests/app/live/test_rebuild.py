@@ -29,6 +29,7 @@ from consumer.tools.rebuild import REBUILD_LOCK, RebuildError, rebuild
 from db import shadow
 from db.migrate import upgrade_async
 from devstack.demo import Message, batch_life, with_resends
+from infra import cache_keys as ck
 from infra.settings import Settings
 from tests.app.graphql.conftest import AUTH
 from tests.app.live.conftest import live_settings, process_env, running_consumer
@@ -132,7 +133,7 @@ async def test_rebuild_yields_identical_tables_while_the_api_serves_and_the_cons
         before = await _dump(engine)
         assert len(before["batches"]) == 24 and len(before["quarantine"]) == 1
         redis = Redis.from_url(settings.redis_url)
-        epoch = await redis.get(f"{settings.cache_prefix}:epoch")
+        epoch = await redis.get(ck.CacheLayout(settings.cache_prefix).epoch)
 
         traffic = Traffic(api)
         querying = asyncio.create_task(traffic.run())
@@ -150,7 +151,7 @@ async def test_rebuild_yields_identical_tables_while_the_api_serves_and_the_cons
         assert traffic.totals == {24}  # every answer, before, during and after the swap, saw the whole model
         assert await _dump(engine) == before
         assert await _schemas(engine) == set()  # shadow and old tables dropped
-        assert await redis.get(f"{settings.cache_prefix}:epoch") != epoch  # every cached answer retired
+        assert await redis.get(ck.CacheLayout(settings.cache_prefix).epoch) != epoch  # every cached answer retired
         await redis.aclose()
 
         # The live consumer carries on into the new tables from the positions carried over.
