@@ -52,9 +52,15 @@ class Stack:
     evictor: Evictor
 
 
-@pytest.fixture
-async def stack(engine: AsyncEngine, redis_url: str) -> AsyncIterator[Stack]:
-    settings = cache_settings(redis_url, internal_api_key=SecretStr(API_KEY))
+@pytest.fixture(params=["standalone", "cluster"])
+async def stack(engine: AsyncEngine, redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The endpoint over a single Redis and over a three-node Redis Cluster: every test here, the races too, runs on
+    both."""
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        settings = cache_settings(url, internal_api_key=SecretStr(API_KEY), redis_cluster=True)
+    else:
+        settings = cache_settings(redis_url, internal_api_key=SecretStr(API_KEY))
     cache, evictor = pair(settings)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(engine, settings, cache)), base_url="http://t")
     yield Stack(Client(http), cache, evictor)
