@@ -63,6 +63,7 @@ def process_env(settings: Settings, port: int | None = None) -> dict[str, str]:
     env = {
         "RAS_DATABASE_URL": settings.database_url,
         "RAS_REDIS_URL": settings.redis_url,
+        "RAS_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "RAS_CACHE_PREFIX": settings.cache_prefix,
         "RAS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "RAS_KAFKA_GROUP_ID": settings.kafka_group_id,

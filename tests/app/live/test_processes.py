@@ -28,10 +28,25 @@ PUSHED_WITHIN = 30.0
 """How long a client waits for an update that must come: a hang guard (it takes milliseconds), not what is asserted."""
 
 
+@pytest.mark.parametrize("redis_kind", ["standalone", "cluster"])
 async def test_an_update_reaches_subscribers_on_two_api_processes(
-    database_url: str, redis_url: str, prefix: str, kafka_bootstrap: str, engine: AsyncEngine, tmp_path: Path
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    kafka_bootstrap: str,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    redis_kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    settings = live_settings(database_url, redis_url, prefix, kafka_bootstrap_servers=kafka_bootstrap)
+    """On a single Redis and on a three-node Redis Cluster (`ras serve` and `ras consume` with RAS_REDIS_CLUSTER)."""
+    if redis_kind == "cluster":
+        cluster_url = request.getfixturevalue("redis_cluster_url")
+        settings = live_settings(
+            database_url, cluster_url, prefix, kafka_bootstrap_servers=kafka_bootstrap, redis_cluster=True
+        )
+    else:
+        settings = live_settings(database_url, redis_url, prefix, kafka_bootstrap_servers=kafka_bootstrap)
     ports = [free_port(), free_port()]
     consumer = RasProcess("consume", process_env(settings), tmp_path / "consume.log")
     apis = [RasProcess("serve", process_env(settings, port), tmp_path / f"serve-{port}.log") for port in ports]
@@ -68,7 +83,7 @@ async def test_an_update_reaches_subscribers_on_two_api_processes(
         await producer.stop()
         # The second client is read after the first, so its time includes the first's.
         figures.report(
-            "live updates across processes (produce-ack → WebSocket update)",
+            f"live updates across processes, {redis_kind} Redis (produce-ack → WebSocket update)",
             *(
                 f"API process {i + 1}: median {statistics.median(measured) * 1000:.0f} ms, "
                 f"max {max(measured) * 1000:.0f} ms ({', '.join(f'{s * 1000:.0f}' for s in measured)})"
