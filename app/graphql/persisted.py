@@ -171,6 +171,7 @@ class PersistedDocuments:
         if self._redis is None:
             return None
         try:
+            await ck.discovered(self._redis)
             value = await self._redis.get(self._layout.document(document_id))
         except ck.FAILURES as exc:  # fail-open: PostgreSQL has every document
             log.debug("persisted document not read from Redis", document_id=document_id, error=repr(exc))
@@ -188,6 +189,7 @@ class PersistedDocuments:
             return
         value = (b"t" if document.trusted else b"a") + document.body.encode()
         try:
+            await ck.discovered(self._redis)
             await self._redis.set(self._layout.document(document_id), value, ex=REDIS_TTL_SECONDS, nx=only_new)
         except ck.FAILURES as exc:
             log.debug("persisted document not written to Redis", document_id=document_id, error=repr(exc))
