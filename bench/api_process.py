@@ -51,7 +51,7 @@ async def api_process(database_url: str, redis_url: str, workdir: Path, **settin
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        await _ready(base, proc, log)
+        await wait_ready(base, proc, log)
         yield ApiProcess(base, port, proc.pid)
     finally:
         if proc.returncode is None:
@@ -63,12 +63,13 @@ async def api_process(database_url: str, redis_url: str, workdir: Path, **settin
                 await proc.wait()
 
 
-async def _ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+async def wait_ready(base: str, proc: asyncio.subprocess.Process, log: Path, name: str = "the API server") -> None:
+    """Until `base`'s /readyz answers 200; the tail of `log` if the process exits first."""
     async with httpx.AsyncClient(timeout=2) as client, asyncio.timeout(120):
         while True:
             if proc.returncode is not None:
                 tail = (await asyncio.to_thread(log.read_text))[-3000:]
-                raise RuntimeError(f"the API server exited ({proc.returncode}):\n{tail}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail}")
             try:
                 if (await client.get(f"{base}/readyz")).status_code == 200:
                     return

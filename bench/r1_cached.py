@@ -51,6 +51,7 @@ import psutil
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.api_process import wait_ready
 from bench.common import MIB, Context, PeakRss, Result, ratios
 from bench.data import HEADERS, project, server_env
 from bench.r1_app import BARE_GZIP_KEY, BARE_GZIP_PATH, BARE_KEY, BARE_PATH
@@ -164,20 +165,6 @@ def _wrk_bodies(bodies: Sequence[bytes]) -> str:
     )
 
 
-async def _ready(base: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-    async with httpx.AsyncClient(timeout=2) as client, asyncio.timeout(60):
-        while True:
-            if proc.returncode is not None:
-                tail = (await asyncio.to_thread(log.read_text))[-3000:]
-                raise RuntimeError(f"the R1 server exited ({proc.returncode}):\n{tail}")
-            try:
-                if (await client.get(f"{base}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-
-
 async def _prime(base: str, body: bytes, headers: dict[str, str], redis: Redis) -> tuple[bytes, bytes]:
     """Store the entry (one miss), check that the next answers are clean hits, plain and gzipped, and give the bare
     endpoints their bytes: the plain answer, and the gzipped one exactly as it was sent."""
@@ -247,7 +234,7 @@ async def run(ctx: Context) -> Result:
                 sys.executable, "-m", "bench.r1_app", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
             )
         try:
-            await _ready(base, proc, log)
+            await wait_ready(base, proc, log, "the R1 server")
             plain, gzipped = await _prime(base, body, headers, redis)
             gzip_headers = {**headers, "Accept-Encoding": "gzip"}
             loads = {
