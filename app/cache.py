@@ -317,10 +317,6 @@ class QueryCache:
     async def aclose(self) -> None:
         await self._redis.aclose()
 
-    async def ping(self) -> None:
-        """Readiness probe: raises when Redis does not answer (bypassing the breaker, which may be open)."""
-        await self._redis.ping()
-
     async def fetch(self, key: str, execute: Callable[[], Awaitable[Executed]]) -> Served:
         """The response for `key`: from Redis, from a concurrent identical request, or from `execute`.
 
