@@ -21,7 +21,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -132,6 +133,15 @@ class PacedProducer:
             tp = (meta.topic, meta.partition)
             self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
         self.sent += len(messages)
+
+    async def send_to(self, placed: Sequence[tuple[Message, int]]) -> None:
+        """Send each message to the partition given with it, whatever its key: a scenario that must reach every
+        partition (so each one's position is announced again) cannot rely on keys hashing there."""
+        futures = [await self._producer.send(m.topic, m.value, key=m.key, partition=p) for m, p in placed]
+        for meta in await asyncio.gather(*futures):
+            tp = (meta.topic, meta.partition)
+            self.ends[tp] = max(self.ends.get(tp, 0), meta.offset + 1)
+        self.sent += len(placed)
 
     async def paced(self, messages: Sequence[Message], rate: float, tick: float = 0.05) -> float:
         """Send `messages` at `rate` per second; returns the rate achieved. The schedule is absolute, so a late tick
@@ -349,6 +359,18 @@ async def reference_api(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]
 
 
 # --- the two proofs ----------------------------------------------------------------------------------------------
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Wait for `check()` to hold; returns how long it took. The timeout only turns a hang into a failure."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"not within {timeout:.0f}s: {what}")
+    return time.monotonic() - started
 
 
 async def committed(engine: AsyncEngine) -> int:

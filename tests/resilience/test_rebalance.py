@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ from tests.helpers.stack import (
     check_tables,
     duplicate_keys,
     stream,
+    until,
     wait_for_ends,
 )
 
@@ -72,18 +72,6 @@ async def applied_events(consumer: Consumer) -> int:
             if sample.name == "ras_consumer_events_total"
         )
     )
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
-    """Wait for `check()` to hold; returns how long it took."""
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout:.0f}s: {what}")
-    return time.monotonic() - started
 
 
 async def test_a_killed_member_s_partitions_move_to_the_survivor_with_nothing_lost_or_doubled(
