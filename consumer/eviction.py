@@ -8,7 +8,8 @@ later (the index may be gone too, the tags are not remembered). Instead the cach
 answers again: every entry stored before that is never read again, and a reader that took its snapshot before it
 cannot store. Until then a "bump pending" flag is kept; a background task retries every `retry_interval` seconds and
 the next eviction carries the bump in its own script. The epoch also changes at start-up, because a crash between a
-commit and its eviction loses that eviction the same way.
+commit and its eviction loses that eviction the same way, and whenever a rebalance brings this member partitions
+it did not hold (`ConsumerLoop`'s `on_gained`): their last owner may have died in that same gap.
 
 Redis may also answer and refuse: with `maxmemory` and `noeviction` a full Redis refuses the script's first write
 (INCR, SET) with an OOM error, so neither the eviction nor a bump can run, while readers' MGETs still find the entries

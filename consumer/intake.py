@@ -30,6 +30,9 @@ While a transaction waits for the database, the client is polled with every part
 keeps this member. A paused partition returns nothing, so whatever such a poll returns comes from partitions
 assigned during it: not current; it is let go, and the seek after that assignment reads it again.
 
+An assignment that brings partitions this member did not hold in the one before is *gained* (`take_gained`): their
+last owner may have died between a commit and its eviction, so the runner lets the cache know (the epoch changes).
+
 tests/consumer/test_rebalance.py places a rebalance while a fetch is outstanding, while it decodes and while its
 transaction is open.
 """
@@ -101,6 +104,8 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._generation = 0
         self._sought = 0  # the generation whose assignment `_drop_and_seek` last sought to the stored positions
         self._decoding: asyncio.Future[Fetched] | None = None
+        self._held: frozenset[TopicPartition] = frozenset()  # the latest assignment
+        self._gained = False  # it brought a partition the one before did not hold; not yet taken
 
     @property
     def generation(self) -> int:
@@ -122,6 +127,9 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._generation += 1
+        now = frozenset(assigned)
+        self._gained = self._gained or not now <= self._held
+        self._held = now
         self._settled.set()
         self.assigned.set()
 
@@ -146,6 +154,11 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             self.let_go(taken)
             return None  # the next call lets go of the fetch after it too, and seeks
         return taken
+
+    def take_gained(self) -> bool:
+        """Whether an assignment gained partitions since the last call (see the module's docstring)."""
+        gained, self._gained = self._gained, False
+        return gained
 
     def _behind(self, fetched: Fetched) -> bool:
         """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS)."""

@@ -65,7 +65,9 @@ async def run(settings: Settings, stop: asyncio.Event, tracing: Tracing | None =
         _step(tracer, "evict", evictor.evict if evictor is not None else None),
         _step(tracer, "publish", publisher.publish if publisher is not None else None),
     )
-    consumer = ConsumerLoop(settings, engine, on_applied=on_applied, tracer=tracer)
+    # Partitions taken over from a member that died between a commit and its eviction: hide what it did not evict.
+    on_gained = evictor.bump_epoch if evictor is not None else None
+    consumer = ConsumerLoop(settings, engine, on_applied=on_applied, tracer=tracer, on_gained=on_gained)
     async with contextlib.AsyncExitStack() as closing:
         closing.push_async_callback(engine.dispose)
         if evictor is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,8 +33,9 @@ PREFETCH_BYTES = 16 * 1024 * 1024
 
 class ConsumerLoop:
     """One member of the consumer group: takes each current fetch from its intake and applies it, then tells
-    `on_applied` what every committed transaction did. With a `tracer`, each fetch applied is a span
-    (consumer/tracing.py)."""
+    `on_applied` what every committed transaction did. `on_gained` runs before the next transaction whenever an
+    assignment brought partitions this member did not hold (their last owner's final evictions may be lost). With a
+    `tracer`, each fetch applied is a span (consumer/tracing.py)."""
 
     def __init__(
         self,
@@ -43,8 +44,10 @@ class ConsumerLoop:
         on_applied: OnApplied | None = None,
         topics: Sequence[str] = ALL_TOPICS,
         tracer: Tracer | None = None,
+        on_gained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_gained = on_gained
         self._tracer = tracer
         self._engine = engine
         self._on_applied = on_applied
@@ -88,6 +91,8 @@ class ConsumerLoop:
         try:
             while not self._stop.is_set():
                 fetched = await self.intake.take()
+                if self.intake.take_gained() and self._on_gained is not None:
+                    await self._on_gained()
                 if fetched is not None:
                     await self._apply(fetched)
         except Stopping:

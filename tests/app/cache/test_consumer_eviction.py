@@ -260,3 +260,46 @@ async def test_redis_killed_hung_and_restarted_mid_run_serves_correct_data_throu
     finally:
         await cache.aclose()
         await evictor.aclose()
+
+
+class Gains:
+    """A member's `on_gained`: the real epoch change, counted."""
+
+    def __init__(self, evictor: Evictor) -> None:
+        self.evictor = evictor
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        await self.evictor.bump_epoch()
+        self.calls += 1
+
+
+async def test_a_member_that_takes_over_partitions_changes_the_epoch(
+    engine: AsyncEngine, database_url: str, kafka_bootstrap: str, redis_url: str
+) -> None:
+    """The last owner of a partition may have died between a commit and its eviction; the member that takes the
+    partition over cannot know what it did not evict, so it hides every entry stored so far (as a restart does)."""
+    settings = consumer_settings(database_url, kafka_bootstrap, redis_url)
+    redis = ck.connect(settings)
+    epoch_key = ck.CacheLayout(settings.cache_prefix).epoch
+    gains = {name: Gains(pair(settings)[1]) for name in ("a", "b")}
+    loops = {name: ConsumerLoop(settings, engine, on_gained=gains[name]) for name in gains}
+    tasks = {"a": asyncio.create_task(loops["a"].run())}
+    try:
+        await wait_until(lambda: gains["a"].calls == 1, 60)  # A's first assignment: all partitions
+        tasks["b"] = asyncio.create_task(loops["b"].run())
+        await wait_until(lambda: gains["b"].calls == 1 and loops["a"].intake.generation >= 2, 60)
+        await wait_until(lambda: loops["a"].intake.settled, 60)
+        before = await redis.get(epoch_key)
+        assert before is not None
+        loops["b"].stop()
+        await asyncio.wait_for(tasks.pop("b"), 60)
+        await wait_until(lambda: gains["a"].calls == 2, 60)  # A takes B's partitions over
+        assert await redis.get(epoch_key) != before, "the epoch changed when A took over B's partitions"
+    finally:
+        for name, task in tasks.items():
+            loops[name].stop()
+            await asyncio.wait_for(task, 60)
+        for gain in gains.values():
+            await gain.evictor.aclose()
+        await redis.aclose()
