@@ -256,7 +256,8 @@ async def test_no_entry_point_returns_another_users_data_cached_or_not(
 
 
 async def _keys(redis: Redis, prefix: str) -> set[bytes]:
-    return {key async for key in redis.scan_iter(match=f"{prefix}:*")}
+    """Every key of the prefix: the cache's carry it as a hash tag (`{P}:…`, infra/cache_keys.py), the rest bare."""
+    return {key for match in (f"{{{prefix}}}:*", f"{prefix}:*") async for key in redis.scan_iter(match=match)}
 
 
 REFUSED_HEADERS = {
