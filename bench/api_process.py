@@ -54,13 +54,18 @@ async def api_process(database_url: str, redis_url: str, workdir: Path, **settin
         await wait_ready(base, proc, log)
         yield ApiProcess(base, port, proc.pid)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 async def wait_ready(base: str, proc: asyncio.subprocess.Process, log: Path, name: str = "the API server") -> None:

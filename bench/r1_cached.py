@@ -51,7 +51,7 @@ import psutil
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.api_process import wait_ready
+from bench.api_process import stop_process, wait_ready
 from bench.common import MIB, Context, PeakRss, Result, ratios
 from bench.data import HEADERS, project, server_env
 from bench.r1_app import BARE_GZIP_KEY, BARE_GZIP_PATH, BARE_KEY, BARE_PATH
@@ -281,13 +281,7 @@ async def run(ctx: Context) -> Result:
             if not_hits + errors > requests / 1000:
                 raise RuntimeError(f"R1: {not_hits:.0f} GraphQL answers not from cache and {errors} errors")
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc)
             await redis.delete(BARE_KEY, BARE_GZIP_KEY)
             await redis.aclose()
             await ctx.servers.drop_database(url)
