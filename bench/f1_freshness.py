@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -79,6 +79,7 @@ class Sample:
     message: Message
     query: str
     entity_id: str
+    batch_id: str
 
     def reflected(self, data: dict[str, object]) -> bool:
         if self.query is BATCH_QUERY:
@@ -99,18 +100,21 @@ def batches(rng: random.Random, count: int, start: datetime) -> list[tuple[Messa
         for message in life:
             sample = None
             if message is life[0]:
-                sample = Sample(message, BATCH_QUERY, batch_id)
+                sample = Sample(message, BATCH_QUERY, batch_id, batch_id)
             elif message is watched:
-                sample = Sample(message, ESSAY_QUERY, message.key.decode())
+                sample = Sample(message, ESSAY_QUERY, message.key.decode(), batch_id)
             out.append((message, sample))
     return out
 
 
 class Watcher:
-    """Polls the API for samples; one task per sample, sharing keep-alive connections."""
+    """Polls the API for samples; one task per sample, sharing keep-alive connections. `watching` is told the
+    samples being watched whenever a watch begins or ends, unless none is left."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, watching: Callable[[list[Sample]], None] | None = None) -> None:
         self._client = client
+        self._watching = watching
+        self._watched: dict[asyncio.Task[None], Sample] = {}
         self.latencies: list[tuple[float, float]] = []  # (produced at, latency)
         # produced at → (the broker's acknowledgement, topic, partition, offset), for the stage split
         self.acks: dict[float, tuple[float, str, int, int]] = {}
@@ -124,7 +128,18 @@ class Watcher:
             return
         task = asyncio.create_task(self._watch(sample, produced_at))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._watched[task] = sample
+        task.add_done_callback(self._done)
+        self._tell()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._watched.pop(task, None)
+        self._tell()
+
+    def _tell(self) -> None:
+        if self._watching is not None and self._watched:
+            self._watching(list(self._watched.values()))
 
     async def _watch(self, sample: Sample, produced_at: float) -> None:
         body = orjson.dumps({"query": sample.query, "variables": {"id": sample.entity_id}})
@@ -242,8 +257,8 @@ class Measured:
 
 
 async def measure(ctx: Context, result: Result, readers: int) -> Result:
-    """Run the freshness measurement into `result`, with `readers` closed-loop readers of the batch screens of the
-    stream's batches (R1's load generator) running against the same API meanwhile (none for F1)."""
+    """Run the freshness measurement into `result`, with `readers` closed-loop readers (R1's load generator) running
+    against the same API meanwhile (none for F1), asking for the batch screens of the samples being watched."""
     url = await ctx.servers.fresh_database()
     redis_url = await ctx.servers.redis_url()
     rng = random.Random(99)
@@ -296,18 +311,18 @@ async def measure(ctx: Context, result: Result, readers: int) -> Result:
                     consumer_url = f"http://127.0.0.1:{env['RAS_CONSUMER_METRICS_PORT']}/metrics"
                     api_url = f"http://127.0.0.1:{env['RAS_METRICS_PORT']}/metrics"
                     await announced.start()
-                    load = None
+                    load, watching = None, None
                     if readers:
-                        bodies = [screen(s.entity_id) for _, s in warmup + stream if s and s.query is BATCH_QUERY]
-                        load = asyncio.create_task(
-                            LoadGenerator(port, bodies, HEADERS, Path(tmp), readers).run(
-                                "/graphql", len(stream) / RATE + 1
-                            )
+                        ids = list(dict.fromkeys(s.batch_id for _, s in warmup + stream if s is not None))
+                        generator = LoadGenerator(
+                            port, [screen(i) for i in ids], HEADERS, Path(tmp), readers, follow=True
                         )
+                        watching = partial(_read_watched, generator, {batch_id: i for i, batch_id in enumerate(ids)})
+                        load = asyncio.create_task(generator.run("/graphql", len(stream) / RATE + 1))
                         await asyncio.sleep(0.5)  # the readers connected and busy before the stream starts
                     before = (await client.get(consumer_url)).text + (await client.get(api_url)).text
                     cpu_before = _cpu([p.pid for p in procs] + [os.getpid()])
-                    watcher = Watcher(client)
+                    watcher = Watcher(client, watching)
                     first, last = await _produce(producer, stream, watcher)
                     await watcher.drain()
                     after = (await client.get(consumer_url)).text + (await client.get(api_url)).text
@@ -328,6 +343,11 @@ async def measure(ctx: Context, result: Result, readers: int) -> Result:
     await ctx.servers.drop_database(url)
     _report(ctx, result, Measured(watcher, announced, len(stream), first, last, before, after, cpu, loaded))
     return result
+
+
+def _read_watched(generator: LoadGenerator, index: dict[str, int], watched: list[Sample]) -> None:
+    """The readers ask for the screens of the batches being watched."""
+    generator.show(sorted({index[sample.batch_id] for sample in watched}))
 
 
 def screen(batch_id: str) -> bytes:

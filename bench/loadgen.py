@@ -4,7 +4,9 @@
 
 `--request-file` holds `{"method", "bodies", "headers"}`. Each connection sends a request again as soon as the
 previous response is complete (closed loop, like wrk); with several bodies, each request carries the next one in
-turn (across all connections). Prints one JSON line: requests, seconds, p50/p99 latency in
+turn (across all connections). With `--follow`, the requests follow another process: each line it writes to the
+load generator's standard input names bodies by index (`3 17`), and from then on the requests carry those in turn
+(until the first line, body 0). Prints one JSON line: requests, seconds, p50/p99 latency in
 microseconds and the count of non-2xx answers. It runs in its own process so that it never shares the server's
 event loop; wrk is preferred (C, far cheaper per request), which is why the harness looks for it first.
 """
@@ -31,6 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--request-file", type=Path, required=True)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--follow", action="store_true", help="take the bodies to send from stdin, by index")
     return parser.parse_args(argv)
 
 
@@ -82,13 +85,45 @@ async def _connection(
     return failures, socket_errors
 
 
+class Following:
+    """Requests that carry, in turn, those of `requests` named last (`show`)."""
+
+    def __init__(self, requests: Sequence[bytes]) -> None:
+        self._requests = requests
+        self._shown = [requests[0]]
+        self._sent = 0
+
+    def show(self, indexes: Sequence[int]) -> None:
+        if indexes:
+            self._shown = [self._requests[i] for i in indexes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        self._sent += 1
+        return self._shown[self._sent % len(self._shown)]
+
+
+async def _follow(following: Following) -> None:
+    """Read body indexes from standard input, one a line, until it closes."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        following.show([int(index) for index in line.split()])
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
     spec = orjson.loads(args.request_file.read_bytes())
     headers = spec.get("headers", {})
     bodies = [str(body).encode() for body in spec["bodies"]]
-    requests = itertools.cycle(
-        [encode_request(args.host, args.port, args.path, spec["method"], b, headers) for b in bodies]
-    )
+    encoded = [encode_request(args.host, args.port, args.path, spec["method"], b, headers) for b in bodies]
+    requests: Iterator[bytes] = itertools.cycle(encoded)
+    follower = None
+    if args.follow:
+        requests = following = Following(encoded)
+        follower = asyncio.create_task(_follow(following))
     latencies: list[float] = []
     started = time.perf_counter()
     until = started + args.seconds
@@ -96,6 +131,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         *(_connection(args.host, args.port, requests, until, latencies) for _ in range(args.connections))
     )
     elapsed = time.perf_counter() - started
+    if follower is not None:
+        follower.cancel()
     cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
     return {
         "requests": len(latencies),

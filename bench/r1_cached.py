@@ -97,7 +97,8 @@ class Load:
 
 class LoadGenerator:
     """wrk when installed, else bench.loadgen: the same closed-loop POST at CONNECTIONS connections; with several
-    bodies, each request carries the next one in turn."""
+    bodies, each request carries the next one in turn. With `follow`, always bench.loadgen (wrk cannot be told
+    anything once it runs), and the requests carry in turn the bodies named last by `show`."""
 
     def __init__(
         self,
@@ -107,11 +108,14 @@ class LoadGenerator:
         workdir: Path,
         connections: int = CONNECTIONS,
         name: str = "load",
+        follow: bool = False,
     ) -> None:
         self.port = port
         self.connections = connections
-        self.wrk = shutil.which("wrk")
+        self.follow = follow
+        self.wrk = None if follow else shutil.which("wrk")
         self.name = "wrk" if self.wrk else "bench.loadgen (asyncio + uvloop)"
+        self._proc: asyncio.subprocess.Process | None = None
         self._script = workdir / f"{name}.lua"
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         self._script.write_text(WRK_SCRIPT.format(body=_wrk_bodies(bodies), headers=lines))
@@ -133,13 +137,17 @@ class LoadGenerator:
             f"--request-file={self._request}",
             f"--connections={self.connections}",
             f"--seconds={seconds}",
+            *(["--follow"] if self.follow else []),
         ]
 
     async def run(self, path: str, seconds: float) -> Load:
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(path, seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        stdin = subprocess.PIPE if self.follow else subprocess.DEVNULL
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            *self._argv(path, seconds), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        out, err = await proc.communicate()
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err, _ = await asyncio.gather(proc.stdout.read(), proc.stderr.read(), proc.wait())
+        self._proc = None
         lines = [line for line in out.decode().splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"{self.name} failed ({proc.returncode}): {out.decode()[-2000:]} {err.decode()[-2000:]}")
@@ -151,6 +159,11 @@ class LoadGenerator:
             found["p99_us"] / 1000,
             int(found["non_2xx"]) + int(found["socket_errors"]),
         )
+
+    def show(self, indexes: Sequence[int]) -> None:
+        """With `follow`: from now on, ask for the bodies of `indexes`, in turn."""
+        if indexes and self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write(" ".join(map(str, indexes)).encode() + b"\n")
 
 
 def _wrk_bodies(bodies: Sequence[bytes]) -> str:
