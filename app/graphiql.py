@@ -145,9 +145,12 @@ def _operations(query: str) -> list[OperationDefinitionNode]:
     return [d for d in parse(query).definitions if isinstance(d, OperationDefinitionNode)]
 
 
-def example_operation_names() -> set[str]:
+@cache
+def example_operation_names() -> frozenset[str]:
     """The operation names the examples use: the documents the gateway and developers start from."""
-    return {op.name.value for _, query in example_queries() for op in _operations(query) if op.name is not None}
+    return frozenset(
+        op.name.value for _, query in example_queries() for op in _operations(query) if op.name is not None
+    )
 
 
 def _placeholder(name: str, type_: TypeNode) -> object:

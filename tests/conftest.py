@@ -20,6 +20,7 @@ from consumer.pure.topics import ALL_TOPICS
 from db.engine import create_engine
 from db.migrate import upgrade_async
 from tests.helpers import figures, servers, slow
+from tests.helpers.databases import DatabasePool
 
 if TYPE_CHECKING:
     from devstack.postgres import PostgresProcess
@@ -70,12 +71,19 @@ async def template_database(postgres_server_url: str) -> AsyncIterator[str]:
     await servers.drop_database(postgres_server_url, name)
 
 
+@pytest.fixture(scope="session")
+def database_pool(postgres_server_url: str, template_database: str) -> Iterator[DatabasePool]:
+    pool = DatabasePool(postgres_server_url, template_database)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-async def database_url(postgres_server_url: str, template_database: str) -> AsyncIterator[str]:
-    name = f"ras_t_{uuid.uuid4().hex[:12]}"
-    url = await servers.create_database(postgres_server_url, name, template=template_database)
+def database_url(database_pool: DatabasePool) -> Iterator[str]:
+    """A fresh copy of the migrated template for this test alone (prepared while the test before it ran)."""
+    url = database_pool.take()
     yield url
-    await servers.drop_database(postgres_server_url, name)
+    database_pool.release(url)
 
 
 @pytest.fixture(scope="session")

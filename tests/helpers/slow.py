@@ -48,6 +48,9 @@ SLOW = (
     "tests/app/graphql/test_query_flood.py::test_unique_query_texts_do_not_grow_the_caches",
     "tests/app/graphql/test_graphiql.py::test_graphiql_in_headless_chromium",
     "tests/test_deploy.py::test_the_wheel_the_image_installs",
+    "tests/test_packaging.py",  # fresh interpreters importing every module, several seconds each
+    "tests/app/cache/test_busy_loop.py",  # a loop kept busy for seconds on purpose
+    "tests/app/live/test_disconnects.py::test_clients_leaving_mid_operation_leave_no_error_behind",
 )
 
 

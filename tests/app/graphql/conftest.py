@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.limits import ApiLimits
 from app.main import create_app
 from infra.settings import Settings
+from tests.helpers.cache import cache_settings, pair
 from tests.helpers.events import fixture_messages, project
 
 API_KEY = "test-internal-key-long-enough-for-production"
@@ -73,6 +75,25 @@ class Api:
 def api_for(engine: AsyncEngine, settings: Settings | None = None, limits: ApiLimits | None = None) -> Api:
     app = create_app(settings or settings_for(), engine, limits)
     return Api(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ras.test"))
+
+
+@asynccontextmanager
+async def compressing_cached_client(engine: AsyncEngine, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with the result cache, compressing every body (threshold 0, so the fixtures' small answers are): what
+    the GraphQL and the REST compression tests both run against."""
+    base = settings_for()
+    settings = cache_settings(
+        redis_url,
+        internal_api_key=base.internal_api_key,
+        allowed_service_ids=base.allowed_service_ids,
+        compression_min_bytes=0,
+    )
+    cache, evictor = pair(settings)
+    app = create_app(settings, engine, cache=cache)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ras.test") as client:
+        yield client
+    await cache.aclose()
+    await evictor.aclose()
 
 
 @pytest.fixture

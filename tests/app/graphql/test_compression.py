@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import graphiql
 from app.main import create_app
-from tests.app.graphql.conftest import AUTH, FIXTURE_BATCH, FIXTURE_USER, settings_for
-from tests.helpers.cache import Delta, cache_settings, pair
+from tests.app.graphql.conftest import AUTH, FIXTURE_BATCH, FIXTURE_USER, compressing_cached_client, settings_for
+from tests.helpers.cache import Delta
 from tests.helpers.compression import COMPRESSIONS, MEMO_HITS, fetch_raw, gunzipped
 
 QUERY = dict(graphiql.example_queries())["2-batch-detail"]  # the gateway's batch screen
@@ -29,19 +29,8 @@ def client_for(app: Any) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def cached(engine: AsyncEngine, redis_url: str, gen2: None) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with the result cache; every body compressed (threshold 0), so the fixture's small answers are."""
-    base = settings_for()
-    settings = cache_settings(
-        redis_url,
-        internal_api_key=base.internal_api_key,
-        allowed_service_ids=base.allowed_service_ids,
-        compression_min_bytes=0,
-    )
-    cache, evictor = pair(settings)
-    async with client_for(create_app(settings, engine, cache=cache)) as client:
+    async with compressing_cached_client(engine, redis_url) as client:
         yield client
-    await cache.aclose()
-    await evictor.aclose()
 
 
 async def ask(client: httpx.AsyncClient, method: str, encoding: str | None) -> tuple[httpx.Response, bytes]:

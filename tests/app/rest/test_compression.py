@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.cache import body_digest
 from app.main import create_app
 from app.rest import routes as rest
-from tests.app.graphql.conftest import AUTH, FIXTURE_BATCH, FIXTURE_USER, settings_for
-from tests.helpers.cache import Delta, cache_settings, pair
+from tests.app.graphql.conftest import AUTH, FIXTURE_BATCH, FIXTURE_USER, compressing_cached_client, settings_for
+from tests.helpers.cache import Delta
 from tests.helpers.compression import COMPRESSIONS, MEMO_HITS, fetch_raw, gunzipped
 
 STATUS = f"{rest.PREFIX}/batches/{FIXTURE_BATCH}/status"
@@ -29,20 +29,8 @@ def client_for(engine: AsyncEngine, **settings: object) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def cached(engine: AsyncEngine, redis_url: str, gen2: None) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with the result cache; every body compressed (threshold 0), so the fixture's small answers are."""
-    base = settings_for()
-    settings = cache_settings(
-        redis_url,
-        internal_api_key=base.internal_api_key,
-        allowed_service_ids=base.allowed_service_ids,
-        compression_min_bytes=0,
-    )
-    cache, evictor = pair(settings)
-    app = create_app(settings, engine, cache=cache)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ras.test") as client:
+    async with compressing_cached_client(engine, redis_url) as client:
         yield client
-    await cache.aclose()
-    await evictor.aclose()
 
 
 @pytest.mark.parametrize("path", [STATUS, LIST])
