@@ -51,6 +51,9 @@ SLOW = (
     "tests/test_packaging.py",  # fresh interpreters importing every module, several seconds each
     "tests/app/cache/test_busy_loop.py",  # a loop kept busy for seconds on purpose
     "tests/app/live/test_disconnects.py::test_clients_leaving_mid_operation_leave_no_error_behind",
+    "tests/app/rest/test_statement_count.py::test_list_statements_do_not_grow_with_batches_or_essays",
+    "tests/consumer/test_replay.py::test_replay_applies_what_now_fits_and_keeps_the_rest",  # the `ras` command
+    "tests/app/graphql/test_persisted_documents.py::test_another_process_finds_a_registration_in_redis_or_else_postgresql",
 )
 
 
