@@ -27,6 +27,15 @@ when Redis answers but refuses the eviction's writes (full under noeviction), th
 which needs no memory: a hit needs the epoch (below), and a lookup that finds none must write a new one, which the
 full Redis refuses too, so readers execute without the cache until Redis has room again.
 
+Answers read on a read replica (app/replicas.py) need one more step: a replica may not have replayed a commit whose
+eviction ran before the lookup, so G0 alone would let its old answer be stored for good. Each eviction also records
+the primary's WAL position L after the commit (per tag, `lsn[t] = max(lsn[t], L)`, and in a watermark whose floor
+covers every eviction older than ck.LSN_WINDOW_SECONDS; an epoch change raises the floor to its own L), and a request
+on a replica reads the replica's replay position R before its snapshot opens (`Executed.replayed`). The store
+refuses unless R reaches the floor and every `lsn[t]` of the answer's tags. A commit the snapshot missed ended after
+R (a standby's snapshot sees every commit replayed before it began), hence R < L, which one of those holds. The
+whole argument and its assumptions: docs/cache.md, "Answers read on a replica".
+
 Lookups: the script above reads the epoch and G and GETs the entry under that epoch, atomically. Returning the body
 from Lua copies it twice inside Redis, so once a process knows the epoch it first tries one MGET of the entry under
 that epoch and the epoch itself. MGET is one command, as atomic as the script: when the epoch it returns is the one
@@ -128,23 +137,39 @@ return {epoch, counter, entry, now[1] * 1000 + math.floor(now[2] / 1000)}
 _STORE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
 local since = tonumber(ARGV[2])
-for i = 3, #KEYS, 2 do
+local last = 2 + 2 * tonumber(ARGV[6])
+for i = 3, last, 2 do
   local seq = redis.call('GET', KEYS[i + 1])
   if seq and tonumber(seq) > since then return 'stale' end
+end
+if ARGV[7] then
+  local replayed = tonumber(ARGV[7])
+  local w = redis.call('HMGET', KEYS[last + 1], 'cur', 'at', 'floor')
+  if not w[1] then return 'behind' end
+  local floor = tonumber(w[3])
+  if tonumber(redis.call('TIME')[1]) - tonumber(w[2]) >= tonumber(ARGV[8]) then floor = tonumber(w[1]) end
+  if replayed < floor then return 'behind' end
+  for i = last + 2, #KEYS do
+    local lsn = redis.call('GET', KEYS[i])
+    if lsn and tonumber(lsn) > replayed then return 'behind' end
+  end
 end
 local ttl = tonumber(ARGV[3])
 local now = redis.call('TIME')
 local stamp = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('SET', KEYS[2], stamp .. ' ' .. ARGV[5] .. '\\n' .. ARGV[4], 'EX', ttl)
-for i = 3, #KEYS, 2 do
+for i = 3, last, 2 do
   redis.call('SADD', KEYS[i], KEYS[2])
   if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
 end
 return 'stored'
 """
-"""KEYS: epoch, entry, then (index, seq) per tag. ARGV: snapshot epoch, snapshot counter, ttl, body, body digest.
+"""KEYS: epoch, entry, (index, seq) per tag, then for an answer read on a replica the WAL watermark and each tag's
+WAL position. ARGV: snapshot epoch, snapshot counter, ttl, body, body digest, number of tags, then for a replica's
+answer the position it had replayed before its snapshot opened and the watermark's window.
 
-An index never expires before an entry it lists (its TTL only grows), or an eviction could miss that entry."""
+An index never expires before an entry it lists (its TTL only grows), or an eviction could miss that entry. A
+replica's answer is refused ('behind') unless the replica had replayed every eviction of its tags (docs/replicas.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +177,15 @@ class Executed:
     """What `execute` produced: the response body, the tags it read, and whether it may be stored at all.
 
     `cacheable` is False for results with errors and for reads no tag covers (e.g. projection positions).
+    `replayed` must be given for every result read on a replica: without it the store could not be checked.
     """
 
     body: bytes
     tags: Set[str] = frozenset()
     cacheable: bool = True
+    # How far the read replica it was read from had replayed before its snapshot opened (db/replication.py);
+    # None: read from the primary.
+    replayed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +234,9 @@ class _Stored:
 
 
 _DIGEST_CHARS = 32
+
+_OUTCOMES = {b"stored": "stored", b"behind": "skipped_replica_behind"}
+"""The store script's answers by their metric outcome; any other answer ('stale', 'epoch') is skipped_stale."""
 
 _counted = functools.cache(ck.REQUESTS.labels)
 """The request counter's child for a result: `labels()` locks and builds a tuple on every call, and hits are hot."""
@@ -429,17 +461,16 @@ class QueryCache:
             return "skipped_stale", None
         entry = self._layout.entry(snapshot.epoch, key)
         digest = body_digest(executed.body)
+        keys = [self._layout.epoch, entry, *self._layout.tag_keys(tags)]
+        args: list[str | int | bytes] = [snapshot.epoch, snapshot.counter, self._ttl, executed.body, digest, len(tags)]
+        if executed.replayed is not None:
+            keys += [self._layout.watermark, *self._layout.lsn_keys(tags)]
+            args += [executed.replayed, ck.LSN_WINDOW_SECONDS]
         try:
-            result = await self._guarded(
-                "store",
-                lambda: self._store_script(
-                    keys=[self._layout.epoch, entry, *self._layout.tag_keys(executed.tags)],
-                    args=[snapshot.epoch, snapshot.counter, self._ttl, executed.body, digest],
-                ),
-            )
+            result = await self._guarded("store", lambda: self._store_script(keys=keys, args=args))
         except _Unavailable:
             return "skipped_error", digest
-        return "stored" if result == b"stored" else "skipped_stale", digest
+        return _OUTCOMES.get(result, "skipped_stale"), digest
 
     async def _guarded(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
         """One Redis call under the breaker and the deadline; raises _Unavailable if skipped or failed."""

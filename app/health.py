@@ -4,8 +4,9 @@
 orchestrator would otherwise restart healthy API processes during a database outage). Its body keeps the shape
 the original service's callers parse (REST.md), with each dependency's current state for information.
 `/readyz` is what a load balancer asks: 503 while PostgreSQL is unreachable. Redis is reported but never makes
-the API unready — the cache fails open. The projection's lag and freshness are reported from the positions the
-consumer stores.
+the API unready — the cache fails open. Read replicas (`replica <host:port/db>`, as app/replicas.py last found
+them) are reported too and never make it unready: while the primary serves, a request falls back to it. The
+projection's lag and freshness are reported from the positions the consumer stores.
 
 Both are unauthenticated, so neither may cost the service what its requests need. The dependencies are probed at
 most once per PROBE_INTERVAL_SECONDS, whatever the number of callers (callers that arrive while a probe runs share
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from app.replicas import Replicas
 from db.reads import positions_view
 from db.rows import PositionsView
 from infra.settings import Settings
@@ -64,10 +66,13 @@ class Health:
     """The /healthz and /readyz endpoints over a memo of the last probe.
 
     `engine` is the probe's own (app/side_pool.py); `redis`: whether the app uses Redis, which the probe then pings
-    with a client of its own."""
+    with a client of its own; `replicas`: the read replicas whose state to report."""
 
-    def __init__(self, settings: Settings, engine: Callable[[], AsyncEngine], redis: bool) -> None:
+    def __init__(
+        self, settings: Settings, engine: Callable[[], AsyncEngine], redis: bool, replicas: Replicas | None = None
+    ) -> None:
         self._settings = settings
+        self._replicas = replicas
         self._engine = engine
         self._redis: Redis | None = _probe_client(settings) if redis else None
         self._last: Probed | None = None
@@ -96,7 +101,10 @@ class Health:
             PROBES.inc()
             database, projection = await self._database()
             redis = DISABLED if self._redis is None else await self._check("redis", self._redis.ping)
-            probed = Probed(asyncio.get_running_loop().time(), {"database": database, "redis": redis}, projection)
+            dependencies = {"database": database, "redis": redis}
+            for replica in self._replicas.replicas if self._replicas is not None else ():
+                dependencies[f"replica {replica.name}"] = HEALTHY if replica.up else UNHEALTHY
+            probed = Probed(asyncio.get_running_loop().time(), dependencies, projection)
             self._last = probed
             return probed
         finally:

@@ -31,6 +31,7 @@ from app.live import EventHub
 from app.metrics_access import authenticated_metrics
 from app.reads.consistency import Consistency
 from app.reads.context import correlation_id
+from app.replicas import Replicas
 from app.rest import routes as rest
 from app.side_pool import SidePool
 from app.tracing import TracedRequests
@@ -69,6 +70,7 @@ def create_app(
     events: EventHub | None = None,
     graphiql_prefill: graphiql.Prefill | None = None,
     tracing: Tracing | None = None,
+    replicas: Replicas | None = None,
 ) -> Starlette:
     """The ASGI app. Without `engine`, the lifespan waits for the database, creates an engine from settings and
     disposes of it on shutdown. `cache` (see `serve`) caches GraphQL and REST results; the app closes it.
@@ -77,13 +79,14 @@ def create_app(
     `limits` overrides the limits settings give (tests use it). `graphiql_prefill` is what GraphiQL's page fills
     in beyond the service id (`ras dev` gives its key and the demo's ids). `tracing` (see `serve`; None: off) traces
     GraphQL and REST requests (app/tracing.py); give `cache` the same tracing's tracer for its lookups' spans.
+    `replicas` (see `serve`; None: none) serve the requests' reads; the lifespan samples them and closes them.
     """
     limits = limits or limits_from(settings)
     holder = _EngineHolder(engine)
     # Readiness probes and read-your-writes position reads each get a connection of their own, never one a request
     # needs (app/side_pool.py).
     probe_pool, positions_pool = SidePool(holder, 1), SidePool(holder, 1)
-    health = Health(settings, probe_pool, redis=cache is not None)
+    health = Health(settings, probe_pool, redis=cache is not None, replicas=replicas)
     consistency = Consistency(
         events, positions_pool, settings.consistency_max_wait_ms, settings.consistency_max_waiters
     )
@@ -98,6 +101,8 @@ def create_app(
         metrics.POOL.engine = lambda: holder.engine
         if events is not None:
             await events.start()
+        if replicas is not None:
+            replicas.start(probe_pool)
         try:
             yield
         finally:
@@ -107,6 +112,8 @@ def create_app(
                 await cache.aclose()
             await graphql.aclose()  # its persisted documents' Redis client
             await health.aclose()
+            if replicas is not None:
+                await replicas.aclose()
             await probe_pool.dispose()
             await positions_pool.dispose()
             if engine is None and holder.engine is not None:
@@ -119,13 +126,16 @@ def create_app(
     schema = build_schema(limits, tracing=provider)
     # One execution limit for GraphQL and REST: they share the process's loop and request pool (app/admission.py).
     gate = AdmissionGate(settings.max_concurrent_executions, settings.admission_wait_seconds)
-    graphql = GraphQLEndpoint(schema, settings, limits, holder, cache, events, consistency, compression, tracer, gate)
+    graphql = GraphQLEndpoint(
+        schema, settings, limits, holder, cache, events, consistency, compression, tracer, gate, replicas
+    )
     routes = [
         Route(GRAPHQL_PATH, graphql),
         WebSocketRoute(GRAPHQL_PATH, graphql),
         # One breaker for both: they read the same database.
         Mount(
-            rest.PREFIX, routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression, tracer, gate)
+            rest.PREFIX,
+            routes=rest.routes(settings, limits, holder, cache, graphql.breaker, compression, tracer, gate, replicas),
         ),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
@@ -202,7 +212,9 @@ def serve(settings: Settings) -> None:
         tracer = tracing.tracer("app.cache") if tracing is not None else None
         cache = QueryCache.from_settings(settings, tracer) if settings.cache_enabled else None
         events = EventHub.from_settings(settings) if settings.live_updates_enabled else None
-        config = server_config(settings, create_app(settings, cache=cache, events=events, tracing=tracing))
+        replicas = Replicas.from_settings(settings)
+        app = create_app(settings, cache=cache, events=events, tracing=tracing, replicas=replicas)
+        config = server_config(settings, app)
         server = uvicorn.Server(config)
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             with reaching(database(settings.database_url)):

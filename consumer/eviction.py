@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Set
 
 import structlog
 from redis.exceptions import ResponseError
@@ -41,8 +41,31 @@ if ARGV[2] == '1' or not redis.call('GET', KEYS[1]) or not redis.call('GET', KEY
   bumped = 1
 end
 local n = redis.call('INCR', KEYS[2])
+local ntags = tonumber(ARGV[5])
+local lsn = tonumber(ARGV[4])
+if lsn then
+  local now = tonumber(redis.call('TIME')[1])
+  local w = redis.call('HMGET', KEYS[3], 'cur', 'at', 'floor')
+  local cur, at, floor = tonumber(w[1]), tonumber(w[2]), w[3]
+  if not cur then
+    cur, at, floor = lsn, now, (bumped == 1) and lsn or tonumber(ARGV[7])
+  elseif now - at >= tonumber(ARGV[6]) then
+    floor, at = cur, now
+  end
+  floor = tonumber(floor)
+  if bumped == 1 then floor = math.max(floor, lsn) end
+  redis.call('HSET', KEYS[3], 'cur', string.format('%.0f', math.max(cur, lsn)), 'at', at,
+    'floor', string.format('%.0f', floor))
+  for i = 1, ntags do
+    local key = KEYS[3 + 2 * ntags + i]
+    local old = tonumber(redis.call('GET', key))
+    redis.call('SET', key, string.format('%.0f', math.max(old or 0, lsn)), 'EX', ARGV[3])
+  end
+else
+  redis.call('DEL', KEYS[3])
+end
 local deleted = 0
-for i = 3, #KEYS, 2 do
+for i = 4, 3 + 2 * ntags, 2 do
   local members = redis.call('SMEMBERS', KEYS[i])
   for j = 1, #members, 1000 do
     deleted = deleted + redis.call('DEL', unpack(members, j, math.min(j + 999, #members)))
@@ -52,15 +75,32 @@ for i = 3, #KEYS, 2 do
 end
 return {n, deleted, bumped}
 """
-"""KEYS: epoch, counter, then (index, seq) per tag. ARGV: fresh epoch, '1' to change the epoch, seq TTL.
+"""KEYS: epoch, counter, WAL watermark, (index, seq) per tag, then the tags' WAL positions when a position is given.
+ARGV: fresh epoch, '1' to change the epoch, seq TTL, the primary's WAL position after the commit ('' when unknown),
+number of tags, the watermark's window, the floor of a new watermark.
 
 A missing epoch or counter means Redis lost its state (restart): the epoch changes then too, see app/cache.py.
+The WAL position feeds the replica guard (docs/replicas.md): each tag keeps the highest position it was evicted at,
+the watermark the highest of all (`cur`) and a `floor` every eviction older than the window is at or below; an epoch
+change raises the floor to its position at once (it stands for evictions whose tags are unknown). Without a
+position the watermark is deleted, and no replica's answer is stored until one is recorded again.
 Returns the new counter, the number of entries deleted and whether the epoch changed."""
 
 
 class Evictor:
-    def __init__(self, redis: ck.Client, settings: Settings, *, retry_interval: float = 1.0) -> None:
+    """`wal_position`, when the API reads replicas (RAS_DATABASE_READ_URLS): the primary's current WAL position,
+    read after each commit for the replica guard; an eviction that cannot read it deletes the watermark instead."""
+
+    def __init__(
+        self,
+        redis: ck.Client,
+        settings: Settings,
+        *,
+        retry_interval: float = 1.0,
+        wal_position: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
         self._redis = redis
+        self._wal_position = wal_position
         self._layout = ck.CacheLayout(settings.cache_prefix)
         self._deadline = settings.redis_timeout_seconds * 2 + 0.05
         self._retry_interval = retry_interval
@@ -78,8 +118,8 @@ class Evictor:
         ck.WRITES_REFUSED.set(0)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Evictor:
-        return cls(ck.connect(settings), settings)
+    def from_settings(cls, settings: Settings, wal_position: Callable[[], Awaitable[int]] | None = None) -> Evictor:
+        return cls(ck.connect(settings), settings, wal_position=wal_position)
 
     @property
     def bump_pending(self) -> bool:
@@ -108,11 +148,15 @@ class Evictor:
 
     async def _call(self, tags: Set[str], *, bump: bool, op: str) -> None:
         missed = self._missed
+        position = await self._position()
+        keys = [self._layout.epoch, self._layout.counter, self._layout.watermark, *self._layout.tag_keys(tags)]
+        if position:
+            keys += self._layout.lsn_keys(tags)
+        args = [ck.new_epoch(), "1" if bump else "0", ck.SEQ_TTL_SECONDS, position, len(tags)]
         try:
             async with asyncio.timeout(self._deadline):
                 counter, deleted, bumped = await self._script(
-                    keys=[self._layout.epoch, self._layout.counter, *self._layout.tag_keys(tags)],
-                    args=[ck.new_epoch(), "1" if bump else "0", ck.SEQ_TTL_SECONDS],
+                    keys=keys, args=[*args, ck.LSN_WINDOW_SECONDS, ck.NO_FLOOR]
                 )
         except ResponseError as exc:
             # Redis answered but refused the script (a full Redis under noeviction, a read-only replica).
@@ -136,11 +180,24 @@ class Evictor:
             log.warning("cache counter went backwards, changing the epoch", counter=int(counter))
             await self.bump_epoch()
 
-    async def _drop_epoch(self, op: str, refusal: ResponseError, missed_before: int) -> None:
-        """Delete the epoch key, which needs no memory, when Redis refused the eviction or bump script."""
+    async def _position(self) -> str:
+        """The primary's WAL position now (past this member's latest commit) as the script's argument; '' when
+        replicas are not read or it could not be read (the script then deletes the watermark)."""
+        if self._wal_position is None:
+            return ""
         try:
             async with asyncio.timeout(self._deadline):
-                await self._redis.delete(self._layout.epoch)
+                return str(await self._wal_position())
+        except Exception as exc:  # the database, not Redis: the eviction itself still runs
+            log.warning("WAL position unreadable; replica answers are not cached until one is", error=repr(exc)[:200])
+            return ""
+
+    async def _drop_epoch(self, op: str, refusal: ResponseError, missed_before: int) -> None:
+        """Delete the epoch key, which needs no memory, when Redis refused the eviction or bump script; and the WAL
+        watermark with it, which the refused script could not raise (no replica answer is stored until it is)."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._redis.delete(self._layout.epoch, self._layout.watermark)
         except ck.FAILURES:
             self._failed(op, refusal)
             return

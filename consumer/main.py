@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ from consumer.ops import ops_app, ops_server
 from consumer.runner import ConsumerLoop
 from consumer.tracing import traced_step
 from db.engine import create_projection_engine
+from db.replication import insert_lsn
 from infra.failures import broker, database, reaching
 from infra.http_server import PortUnavailable, listen
 from infra.settings import Settings
@@ -51,13 +52,24 @@ def consume(settings: Settings) -> None:
             tracing.shutdown()  # exports the spans still batched
 
 
+def _wal_position(engine: AsyncEngine) -> Callable[[], Awaitable[int]]:
+    async def read() -> int:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")  # one statement: no BEGIN, no ROLLBACK
+            return await insert_lsn(conn)
+
+    return read
+
+
 async def run(settings: Settings, stop: asyncio.Event, tracing: Tracing | None = None) -> None:
     """The consumer with everything around it, until `stop` is set: the ops server (/metrics, /healthz, /readyz),
     the wait for PostgreSQL and the broker, a new cache epoch and a resync of live updates (the last run may have
     crashed between a commit and its eviction or publication), then the loop; then everything closed again.
     `tracing`: each transaction is a span, its eviction and publication spans under it (consumer/tracing.py)."""
     engine = create_projection_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
-    evictor = Evictor.from_settings(settings) if settings.cache_enabled else None
+    # With read replicas, each eviction records the primary's WAL position for the API's replica guard.
+    position = _wal_position(engine) if settings.database_read_urls else None
+    evictor = Evictor.from_settings(settings, position) if settings.cache_enabled else None
     publisher = Publisher.from_settings(settings, engine) if settings.live_updates_enabled else None
     tracer = tracing.tracer("consumer") if tracing is not None else None
     # Evict before publishing: a client pushed an update may query at once, and must not get the old cached answer.

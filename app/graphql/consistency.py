@@ -92,6 +92,12 @@ class ConsistencyGate(SchemaExtension):
         waited = getattr(request, "waited", None)
         if waited is not None:
             waited.update((key, outcomes[key]) for key in probes)
+        session = getattr(request, "session", None)
+        if session is not None:
+            # Reached on the primary: a replica serves the request only once it has applied the same positions.
+            for (topic, partition, offset, _), outcome in outcomes.items():
+                if outcome is True:
+                    session.require((topic, partition), offset + 1)
         if gate is not None and node is not None:
             error = _refusal(gate, outcomes[gate], node)
             if error is not None:

@@ -77,6 +77,7 @@ from app.live import EventHub
 from app.metrics import GRAPHQL_ERRORS, record_request
 from app.reads.consistency import Consistency
 from app.reads.context import CORRELATION_HEADER, RequestContext, correlation_id, new_context
+from app.replicas import Replicas
 from infra import cache_keys as ck
 from infra.breaker import CircuitBreaker
 from infra.settings import Settings
@@ -109,6 +110,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         compression: Compression | None = None,
         tracer: Tracer | None = None,
         gate: AdmissionGate | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -127,6 +129,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         self.consistency = consistency  # read-your-writes waits; None: an awaited position is never reached
         self._compression = compression or Compression.from_settings(settings)
         self.gate = gate  # the process's execution limit (app/admission.py); None: no limit
+        self.replicas = replicas  # read replicas (app/replicas.py); None: requests read the primary
         # Redis is the documents' fast layer where the cache has it; PostgreSQL holds them all.
         redis = ck.connect(settings) if cache is not None else None
         self.documents = PersistedDocuments(settings.documents, engine, redis, ck.CacheLayout(settings.cache_prefix))
@@ -228,6 +231,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             self.consistency,
             self._tracer,
             self.gate,
+            self.replicas,
         )
         try:
             response = await self.run(request, context=context)
@@ -236,6 +240,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         finally:
             await context.close()
         state.tags = context.tags
+        state.replayed = context.session.replayed
         if getattr(state, "executed", False):  # its document parsed and validated: an APQ registration is kept
             await self.documents.register(operation)
         if media == GRAPHQL_RESPONSE:
@@ -270,7 +275,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             if not tags.cacheable or not isinstance(document, dict) or document.get("errors") or "data" not in document:
                 return Executed(b"", cacheable=False)
             body = orjson.dumps({"data": document["data"]})
-            return Executed(body, ck.read_tags(tags.batches, tags.user_lists))
+            return Executed(
+                body, ck.read_tags(tags.batches, tags.user_lists), replayed=getattr(request.state, "replayed", None)
+            )
 
         served = await cache.fetch(key, execute)
         if served.body:

@@ -16,6 +16,7 @@ from app.limits import ApiLimits
 from app.reads.consistency import Consistency, Waited
 from app.reads.loaders import Loaders, ReadTags
 from app.reads.session import ReadSession
+from app.replicas import Replicas
 from infra.breaker import CircuitBreaker
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -72,11 +73,12 @@ def new_context(
     consistency: Consistency | None = None,
     tracer: Tracer | None = None,
     gate: AdmissionGate | None = None,
+    replicas: Replicas | None = None,
 ) -> RequestContext:
     """A request's context. Call inside the running event loop; `close()` it when the response is built (which also
     gives back the execution slot its first read took from `gate`). `tracer`: the loaders' spans, when the request is
-    traced."""
-    session = ReadSession(engine, breaker, gate)
+    traced. `replicas`: where the request's snapshot opens when they serve (app/reads/session.py)."""
+    session = ReadSession(engine, breaker, gate, replicas)
     tags = ReadTags()
     loaders = Loaders(session, caller.user_id, tags, tracer)
     return RequestContext(caller, correlation, limits, session, tags, loaders, consistency)

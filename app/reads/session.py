@@ -16,6 +16,10 @@ With an admission gate (app/admission.py), the snapshot (or the lone statement) 
 takes a connection, and `close` gives it back. A request refused there gets `Overloaded` (SERVICE_UNAVAILABLE,
 retryable) from that read and from every later read of the same request, at once: it has read nothing, so it goes
 no further.
+
+With read replicas (app/replicas.py), the snapshot opens on a replica, after reading how far it has replayed
+(`replayed`: what the cache's store is checked against, app/cache.py); if no replica answers, or none has applied the
+positions the request waited for (`require`, checked inside the snapshot), it opens on the primary as without them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.admission import AdmissionGate
 from app.errors import DatabaseUnavailable, Overloaded
+from app.replicas import FALLBACKS, SNAPSHOTS, Replica, Replicas
 from db.errors import is_transient
+from db.positions import load_positions
+from db.replication import replay_lsn
 from infra.breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -41,9 +48,17 @@ BUSY_MESSAGE = "Every database connection of this server is busy; retry shortly.
 
 class ReadSession:
     def __init__(
-        self, engine: AsyncEngine, breaker: CircuitBreaker | None = None, gate: AdmissionGate | None = None
+        self,
+        engine: AsyncEngine,
+        breaker: CircuitBreaker | None = None,
+        gate: AdmissionGate | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self._engine = engine
+        self._replicas = replicas
+        self._replica: Replica | None = None  # the replica the request reads, once it reads one
+        self._required: dict[tuple[str, int], int] = {}
+        self.replayed: int | None = None  # how far that replica had replayed before the snapshot opened
         self._breaker = breaker
         self._gate = gate
         self._admitted = False  # holds one of the gate's slots, given back by `close`
@@ -52,6 +67,12 @@ class ReadSession:
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
         self.unavailable = False
+
+    def require(self, partition: tuple[str, int], next_offset: int) -> None:
+        """Read only a state where `partition`'s stored next offset is at least `next_offset` (a read-your-writes
+        wait found it so on the primary): a replica that has not applied it yet is passed over. Before the first
+        read."""
+        self._required[partition] = max(next_offset, self._required.get(partition, 0))
 
     async def run(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `read` on the request's connection, opening it (and its snapshot) on first use."""
@@ -83,6 +104,9 @@ class ReadSession:
             if not is_transient(exc):
                 raise
             self.unavailable = True
+            if self._replica is not None:  # the replica failed mid-request, not the primary
+                self._replica.failed(exc)
+                raise DatabaseUnavailable(UNAVAILABLE_MESSAGE) from exc
             if self._breaker is not None:
                 self._breaker.record_failure()
             raise DatabaseUnavailable(UNAVAILABLE_MESSAGE) from exc
@@ -101,24 +125,65 @@ class ReadSession:
                 async with self._engine.connect() as conn:
                     return await read(conn)
             if self._conn is None:
-                conn = await self._engine.connect()
-                try:
-                    await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-                    await conn.begin()
-                except BaseException:
-                    await conn.close()
-                    raise
-                self._conn = conn
+                self._conn = await self._open(snapshot=True)
             return await read(self._conn)
 
     async def _alone(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self._lock:  # the slot is held like a snapshot's, until `close`
             if self._closing is None:
                 await self._admit()
-        async with self._engine.connect() as conn:
-            # Autocommit: the driver sends no BEGIN, and returning the connection sends no ROLLBACK.
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn = await self._open(snapshot=False)
+        try:
             return await read(conn)
+        finally:
+            await conn.close()
+
+    async def _open(self, snapshot: bool) -> AsyncConnection:
+        """A connection for the request's reads: a REPEATABLE READ snapshot begun on it, or (not `snapshot`)
+        autocommit, so the driver sends no BEGIN and returning it sends no ROLLBACK. On a replica when one serves."""
+        if self._replicas is not None:
+            behind = False
+            for replica in self._replicas.candidates():
+                opened = await self._on_replica(replica, snapshot)
+                if isinstance(opened, AsyncConnection):
+                    return opened
+                behind = behind or opened
+            FALLBACKS.labels("behind" if behind else "down").inc()
+        return await _begun(await self._engine.connect(), snapshot)
+
+    async def _on_replica(self, replica: Replica, snapshot: bool) -> AsyncConnection | bool:
+        """The request's connection on `replica`, or whether it was passed over for being behind (else down)."""
+        try:
+            conn = await replica.engine.connect()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            replica.failed(exc)
+            return False
+        try:
+            # Before the snapshot: a lower bound of what it sees (db/replication.py).
+            replayed = await replay_lsn(conn)
+            await _begun(conn, snapshot, close=False)
+            if self._required and not await self._has_required(conn):
+                await conn.close()
+                return True
+        except Exception as exc:
+            await conn.close()
+            if not is_transient(exc):
+                raise
+            replica.failed(exc)
+            return False
+        except BaseException:
+            await conn.close()
+            raise
+        replica.succeeded()
+        SNAPSHOTS.labels(replica.name).inc()
+        self._replica, self.replayed = replica, replayed
+        return conn
+
+    async def _has_required(self, conn: AsyncConnection) -> bool:
+        stored = await load_positions(conn, self._required)
+        return all(stored.get(partition, 0) >= offset for partition, offset in self._required.items())
 
     async def _admit(self) -> None:
         """Take an execution slot for the snapshot about to open (once), or raise this request's refusal."""
@@ -164,3 +229,19 @@ class ReadSession:
                     self._admitted = False
                     assert self._gate is not None
                     self._gate.release()
+
+
+async def _begun(conn: AsyncConnection, snapshot: bool, close: bool = True) -> AsyncConnection:
+    """`conn` with a read-only REPEATABLE READ transaction begun on it (`snapshot`), or set to autocommit; closed
+    if that fails (unless `close` is False: the caller closes it)."""
+    try:
+        if snapshot:
+            await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            await conn.begin()
+        else:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+    except BaseException:
+        if close:
+            await conn.close()
+        raise
+    return conn

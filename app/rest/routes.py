@@ -38,6 +38,7 @@ from app.metrics import REQUEST_SECONDS, REQUESTS
 from app.reads import status
 from app.reads.context import CORRELATION_HEADER, correlation_id, new_context
 from app.reads.loaders import Loaders
+from app.replicas import Replicas
 from app.rest import params as rest_params
 from app.rest import shape as rest_shape
 from app.rest.openapi import document_bytes
@@ -186,7 +187,9 @@ class RestApi:
         compression: Compression | None = None,
         tracer: Tracer | None = None,
         gate: AdmissionGate | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
+        self._replicas = replicas
         self._tracer = tracer
         self._settings = settings
         self._compression = compression or Compression.from_settings(settings)
@@ -304,7 +307,14 @@ class RestApi:
         async def execute() -> Executed:
             nonlocal refused
             context = new_context(
-                self._engine(), caller, correlation, self._limits, self.breaker, tracer=self._tracer, gate=self._gate
+                self._engine(),
+                caller,
+                correlation,
+                self._limits,
+                self.breaker,
+                tracer=self._tracer,
+                gate=self._gate,
+                replicas=self._replicas,
             )
             try:
                 document = await build(context.loaders)
@@ -315,7 +325,7 @@ class RestApi:
             finally:
                 await context.close()
             tags = ck.read_tags(context.read_batches, context.read_user_lists)
-            return Executed(orjson.dumps(document), tags, context.tags.cacheable)
+            return Executed(orjson.dumps(document), tags, context.tags.cacheable, context.session.replayed)
 
         if self.cache is None:
             served = Served((await execute()).body, "bypass")
@@ -344,9 +354,11 @@ def routes(
     compression: Compression | None = None,
     tracer: Tracer | None = None,
     gate: AdmissionGate | None = None,
+    replicas: Replicas | None = None,
 ) -> list[BaseRoute]:
     """The routes to mount at PREFIX. Pass the process's QueryCache to have responses cached (and evicted), the
     GraphQL endpoint's breaker to share one view of the database's health (else the routes get their own), the
     app's Compression to share its memo of compressed answers (else one is made from settings), a tracer when
-    tracing is on, and the process's admission gate to count REST executions against the same limit."""
-    return RestApi(settings, limits, engine, cache, breaker, compression, tracer, gate).routes()
+    tracing is on, the process's admission gate to count REST executions against the same limit, and its read
+    replicas when it has them."""
+    return RestApi(settings, limits, engine, cache, breaker, compression, tracer, gate, replicas).routes()

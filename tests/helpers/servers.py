@@ -17,6 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 TEST_DATABASE_URL = "RAS_TEST_DATABASE_URL"
 TEST_REDIS_URL = "RAS_TEST_REDIS_URL"
 TEST_KAFKA_BOOTSTRAP = "RAS_TEST_KAFKA_BOOTSTRAP"
+# A streaming replica of RAS_TEST_DATABASE_URL, for the read-replica tests (tests/app/replicas): else they start a
+# primary and a replica of their own (the shared server may not accept replication connections).
+TEST_DATABASE_READ_URL = "RAS_TEST_DATABASE_READ_URL"
 
 
 def env(name: str) -> str | None:

@@ -38,6 +38,7 @@ SLOW = (
     "tests/consumer/test_tracing.py::test_an_event_with_a_traceparent_gives_a_linked_transaction_span",
     "tests/app/cache/test_consumer_eviction.py",
     "tests/app/cache/test_cluster.py",  # a Redis Cluster of its own, a node killed and restarted twice
+    "tests/app/replicas/",  # a primary and a streaming replica of their own, replay held and caught up per test
     "tests/app/live/test_consistency.py",
     "tests/app/live/test_processes.py",
     "tests/app/live/test_rebuild.py",
