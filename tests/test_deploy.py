@@ -76,6 +76,9 @@ DEMO_SERVICES = {"demo", "api-demo"}
 # `docker compose -f docker-compose.yml -f deploy/tracing.yml --profile tracing up`: Jaeger, and tracing turned on.
 TRACING_SERVICES = {"jaeger"}
 TRACING_OVERRIDE = ROOT / "deploy" / "tracing.yml"
+# `docker compose -f docker-compose.yml -f deploy/replica.yml --profile replica up`: the api reads a streaming replica.
+REPLICA_SERVICES = {"postgres-replica"}
+REPLICA_OVERRIDE = ROOT / "deploy" / "replica.yml"
 REQUIRED_SERVICES = {"kafka", "kafka-init", "postgres", "redis", "migrate", "consumer", "api", "prometheus"}
 ALLOWED_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 ROOT_USERS = {"root", "0"}
@@ -405,6 +408,43 @@ def test_the_default_stack_has_no_demo() -> None:
         assert service(name).get("profiles") == ["demo"], f"{name} belongs to the demo profile only"
     for name in TRACING_SERVICES:
         assert service(name).get("profiles") == ["tracing"], f"{name} belongs to the tracing profile only"
+    for name in REPLICA_SERVICES:
+        assert service(name).get("profiles") == ["replica"], f"{name} belongs to the replica profile only"
+
+
+def test_the_replica_profile_streams_from_postgres() -> None:
+    """postgres-replica: the primary's image, a base backup of `postgres` written as a standby, started after it."""
+    replica = service("postgres-replica")
+    assert replica["image"] == service("postgres")["image"]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    script = " ".join(replica["command"])
+    for option in ("pg_basebackup", "--host=postgres", "--write-recovery-conf", "--wal-method=stream"):
+        assert option in script, option
+    primary = make_url(environment("api")["RAS_DATABASE_URL"])
+    assert f"--username={primary.username}" in script
+    assert replica["environment"]["PGPASSWORD"] == primary.password
+
+
+def test_the_replica_override_reads_the_replica_and_lets_the_primary_replicate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deploy/replica.yml: the api and the consumer both get RAS_DATABASE_READ_URLS naming postgres-replica with
+    the primary's database and credentials (the consumer records WAL positions for the cache's replica guard), the
+    api waits for the replica, and the primary's pg_hba.conf admits replication connections from the network."""
+    override = yaml.safe_load(REPLICA_OVERRIDE.read_text())["services"]
+    assert {"api", "consumer", "postgres"} <= set(override) <= set(services())
+    primary = make_url(environment("api")["RAS_DATABASE_URL"])
+    for name in ("api", "consumer"):
+        env = {**environment(name), **{k: str(v) for k, v in override[name]["environment"].items()}}
+        (url,) = (make_url(u) for u in settings_from(env, monkeypatch).database_read_urls)
+        assert (url.host, url.port) == ("postgres-replica", 5432), name
+        assert (url.username, url.password, url.database) == (primary.username, primary.password, primary.database)
+        assert override[name]["depends_on"]["postgres-replica"]["condition"] == "service_healthy"
+    (mount,) = override["postgres"]["volumes"]
+    source, target, _ = mount.split(":")
+    assert f"hba_file={target}" in override["postgres"]["command"]
+    rules = [line.split() for line in (ROOT / source).read_text().splitlines() if line.strip()[:1] not in ("", "#")]
+    assert ["host", "replication", "all", "all", "scram-sha-256"] in rules
 
 
 def test_the_tracing_override_turns_tracing_on_towards_jaeger() -> None:
