@@ -15,7 +15,9 @@ gzip`: the same bytes on the wire, none of the work.
 
 Each measurement also reports the server's CPU time per request (its process's user and system time over the
 requests answered): requests/s on a machine other work keeps busy says more about the machine than the code; CPU per
-request much less so.
+request much less so. For the capacity section (bench/capacity.py) the same as requests per CPU-second, Redis's
+too (its INFO cpu counters over each measurement), and Redis's memory per cached entry after the load (MEMORY USAGE
+of the entries and of the tag sets that index them).
 
 Load: `wrk` (Debian package `wrk`) in its own process, 2 threads, 32 connections, the same POST (body and
 headers) to both paths; without wrk, `bench.loadgen` (asyncio on uvloop, own process) does the same. After a
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 import random
 import re
 import shutil
@@ -52,11 +55,20 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.api_process import stop_process, wait_ready
+from bench.capacity import (
+    R1_CACHED_GZIP_PER_CPU,
+    R1_CACHED_PER_CPU,
+    R1_REDIS_BYTES_PER_ENTRY,
+    R1_REDIS_PER_CPU,
+    per_cpu_second,
+)
 from bench.common import MIB, Context, PeakRss, Result, ratios
+from bench.cpu import cpu_seconds
 from bench.data import HEADERS, project, server_env
 from bench.r1_app import BARE_GZIP_KEY, BARE_GZIP_PATH, BARE_KEY, BARE_PATH
 from devstack.demo import EPOCH, batch_life
 from devstack.process import free_port
+from infra.cache_keys import CacheLayout
 
 NAME = "R1"
 TITLE = "cached read: batch with 25 essays from Redis vs a bare GET in the same server (+ M1 API memory)"
@@ -203,10 +215,22 @@ async def _prime(base: str, body: bytes, headers: dict[str, str], redis: Redis) 
     return hit.content, gzipped
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    """CPU time the server process has used so far (all its threads, user and system)."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
+async def _redis_cpu(redis: Redis) -> float:
+    """CPU time the Redis server has used so far (user and system, all its threads), from INFO: the server may be
+    on another machine."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _bytes_per_entry(redis: Redis, layout: CacheLayout) -> float:
+    """Redis memory of the cache's entries and the tag sets that index them (MEMORY USAGE, allocator overhead
+    included), per entry. NaN without an entry."""
+    entries = [key async for key in redis.scan_iter(match=f"{layout.entry_prefix}*", count=1000)]
+    indexes = [key async for key in redis.scan_iter(match=f"{layout.index('')}*", count=1000)]
+    if not entries:
+        return math.nan
+    sizes = [await redis.memory_usage(key) or 0 for key in [*entries, *indexes]]
+    return sum(sizes) / len(entries)
 
 
 def _described(key: str, load: Load) -> str:
@@ -273,10 +297,12 @@ async def run(ctx: Context) -> Result:
                     order = list(loads) if rep % 2 == 0 else list(reversed(loads))
                     got: dict[str, Load] = {}
                     for key in order:
-                        cpu_before = _cpu_seconds(server)
+                        cpu_before, redis_before = cpu_seconds(server), await _redis_cpu(redis)
                         got[key] = measured = await loads[key][0].run(loads[key][1], SECONDS)
-                        cpu = (_cpu_seconds(server) - cpu_before) / max(measured.requests, 1)
+                        cpu = (cpu_seconds(server) - cpu_before) / max(measured.requests, 1)
                         samples.setdefault(f"{key} cpu", []).append(cpu * 1e6)
+                        redis_cpu = await _redis_cpu(redis) - redis_before
+                        samples.setdefault(f"{key} redis", []).append(per_cpu_second(measured.requests, redis_cpu))
                     for key, measured in got.items():
                         errors += measured.errors
                         samples.setdefault(f"{key} requests", []).append(measured.requests)
@@ -285,6 +311,7 @@ async def run(ctx: Context) -> Result:
                         samples.setdefault(f"{key} p99", []).append(measured.p99_ms)
                     rss_after.append(psutil.Process(proc.pid).memory_info().rss)
                     ctx.log(f"R1 #{rep + 1}: " + "; ".join(_described(key, got[key]) for key in loads))
+            entry_bytes = await _bytes_per_entry(redis, CacheLayout(prefix))
             async with httpx.AsyncClient(base_url=base, timeout=10) as client:
                 not_hits = _not_hits((await client.get("/metrics", headers=HEADERS)).text) - not_hits_before
             # A Redis call over RAS_REDIS_TIMEOUT_SECONDS (0.1 s) fails: the GraphQL request then executes without the
@@ -314,6 +341,11 @@ async def run(ctx: Context) -> Result:
     result.figure("R1 bare gzip p99", "ms", samples["bare gzip p99"])
     for key in loads:
         result.figure(f"R1 {key} server CPU per request", "µs", samples[f"{key} cpu"])
+    per_cpu = {key: [per_cpu_second(1e6, us) for us in samples[f"{key} cpu"]] for key in ("graphql", "graphql gzip")}
+    result.figure(R1_CACHED_PER_CPU, "req/CPU-s", per_cpu["graphql"], "requests / the server's CPU seconds")
+    result.figure(R1_CACHED_GZIP_PER_CPU, "req/CPU-s", per_cpu["graphql gzip"])
+    result.figure(R1_REDIS_PER_CPU, "req/CPU-s", samples["graphql redis"], "requests / Redis's CPU seconds (INFO cpu)")
+    result.figure(R1_REDIS_BYTES_PER_ENTRY, "B", [entry_bytes], "MEMORY USAGE of entries and tag sets / entries")
     result.figure("M1 API peak RSS during R1", "MiB", [rss.peak / MIB], f"over {rss.samples:,} samples")
     served = sum(sum(samples[f"{key} requests"][1:]) for key in loads)
     result.figure(

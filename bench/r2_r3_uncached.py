@@ -17,7 +17,9 @@ baseline.
 
 Also reported: R2 with Strawberry's stock executor instead of app/graphql/execution.py's, for the fast path's effect.
 Each repetition alternates the contenders request by request and keeps the median time of each; the reported
-figure is the median over repetitions, with their spread.
+figure is the median over repetitions, with their spread. For the capacity section (bench/capacity.py), the median
+CPU time of this process per answer too, as answers per CPU-second: the app's work with the in-process client's,
+without PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,6 +37,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
+from bench.capacity import R2_PER_CPU, R3_PER_CPU, per_cpu_second
 from bench.common import Context, Result, asyncpg_dsn, ratios
 from bench.data import HEADERS, big_batch, project, settings, use_stock_executor, user_batches
 from bench.r2_r3_baseline import r2_baseline, r3_baseline
@@ -110,23 +114,33 @@ def graphql_answer(client: httpx.AsyncClient, query: str, variables: dict[str, A
     return answer
 
 
-async def _timed(answer: Answer) -> float:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Timed:
+    seconds: float  # median wall time per answer
+    cpu_seconds: float  # median CPU time of this process per answer: the app's work and the in-process client's
+
+
+async def _timed(answer: Answer) -> tuple[float, float]:
+    started, cpu = time.perf_counter(), time.process_time()
     await answer()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-async def interleaved(contenders: dict[str, tuple[Answer, int]]) -> dict[str, float]:
-    """Median seconds per answer of each contender, asked in turns (so drift hits all alike) after one warm-up."""
+async def interleaved(contenders: dict[str, tuple[Answer, int]]) -> dict[str, Timed]:
+    """Median wall and CPU seconds per answer of each contender, asked in turns (so drift hits all alike) after one
+    warm-up. One answer at a time, so the process's CPU time over an answer is that answer's."""
     for answer, _ in contenders.values():
         await answer()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     rounds = max(count for _, count in contenders.values())
     for i in range(rounds):
         for name, (answer, count) in contenders.items():
             if i < count:
                 times[name].append(await _timed(answer))
-    return {name: statistics.median(samples) for name, samples in times.items()}
+    return {
+        name: Timed(statistics.median(t for t, _ in samples), statistics.median(c for _, c in samples))
+        for name, samples in times.items()
+    }
 
 
 def _same(name: str, graphql: bytes, baseline: bytes) -> None:
@@ -184,16 +198,19 @@ async def run(ctx: Context) -> Result:
 
             samples: dict[str, list[float]] = {}
             for rep in range(ctx.repetitions):
-                got = await interleaved(
+                timed = await interleaved(
                     {
                         "r2": (r2, R2_REQUESTS),
                         "r2 hand": (r2_hand, R2_REQUESTS),
                         "r2 stock": (r2_stock, R2_STOCK_REQUESTS),
                     }
                 )
-                got |= await interleaved({"r3": (r3, R3_REQUESTS), "r3 hand": (r3_hand, R3_REQUESTS)})
+                timed |= await interleaved({"r3": (r3, R3_REQUESTS), "r3 hand": (r3_hand, R3_REQUESTS)})
+                got = {name: t.seconds for name, t in timed.items()}
                 for name, seconds in got.items():
                     samples.setdefault(name, []).append(seconds * 1000)
+                for name in ("r2", "r3"):
+                    samples.setdefault(f"{name} cpu", []).append(per_cpu_second(1, timed[name].cpu_seconds))
                 ctx.log(
                     f"R2/R3 #{rep + 1}: R2 {got['r2'] * 1000:.1f} ms (hand-built {got['r2 hand'] * 1000:.1f} ms, "
                     f"stock executor {got['r2 stock'] * 1000:.0f} ms); R3 {got['r3'] * 1000:.1f} ms "
@@ -209,6 +226,9 @@ async def run(ctx: Context) -> Result:
     result.figure("R2 GraphQL, Strawberry's stock executor", "ms", samples["r2 stock"])
     result.figure("R3 GraphQL, a user's 100 batches", "ms", samples["r3"])
     result.figure("R3 hand-built (asyncpg + dicts + orjson)", "ms", samples["r3 hand"])
+    note = "answers / CPU seconds of the bench process (app and in-process client; PostgreSQL's not included)"
+    result.figure(R2_PER_CPU, "req/CPU-s", samples["r2 cpu"], note)
+    result.figure(R3_PER_CPU, "req/CPU-s", samples["r3 cpu"])
     result.figure("R2 fast path speed-up (stock / fast executor)", "×", ratios(samples["r2 stock"], samples["r2"]))
     result.target("R2 GraphQL / hand-built", ratios(samples["r2"], samples["r2 hand"]), 3.0, at_most=True)
     result.target("R3 GraphQL / hand-built", ratios(samples["r3"], samples["r3 hand"]), 3.0, at_most=True)

@@ -9,7 +9,9 @@ the real app (`create_app`: authentication, parameters, loaders, snapshot, shape
 (bench/rest_orm_baseline.py: an ORM session per request, `selectinload` of the batches' essays and their results,
 pydantic models built from the ORM objects, the json module). Their answers must be equal as parsed JSON (checked
 once per run). Requests alternate between the two; each repetition keeps the median time per answer of each side,
-reported as answers per second. Target: the shim ≥ 2× the baseline's answers per second.
+reported as answers per second. Target: the shim ≥ 2× the baseline's answers per second. For the capacity section
+(bench/capacity.py), the shim's answers per CPU-second of this process too (bench.r2_r3_uncached.interleaved),
+and of the PostgreSQL server over the same answers asked alone.
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
+from bench.capacity import (
+    R4_LIST_PER_CPU,
+    R4_PG_LIST_PER_CPU,
+    R4_PG_STATUS_PER_CPU,
+    R4_STATUS_PER_CPU,
+    per_cpu_second,
+)
 from bench.common import Context, Result, ratios
+from bench.cpu import postgres_server, server_cpu_seconds
 from bench.data import HEADERS, project, settings, user_batches
-from bench.r2_r3_uncached import Answer, interleaved
+from bench.r2_r3_uncached import Answer, Timed, interleaved
 from bench.rest_orm_baseline import orm_app
 from db.engine import create_engine
 
@@ -64,6 +74,18 @@ async def _completed_batch(engine: AsyncEngine) -> str:
         return str(found.scalar_one())
 
 
+async def _server_cpu_per_answer(engine: AsyncEngine, answer: Answer, count: int) -> float:
+    """PostgreSQL's CPU seconds per answer over `count` answers asked one after the other (NaN for a server that is
+    not on this machine)."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        postmaster = await postgres_server(raw.driver_connection)
+    before = server_cpu_seconds(postmaster)
+    for _ in range(count):
+        await answer()
+    return (server_cpu_seconds(postmaster) - before) / count
+
+
 async def run(ctx: Context) -> Result:
     result = Result(NAME, TITLE)
     url = await ctx.servers.fresh_database()
@@ -87,17 +109,24 @@ async def run(ctx: Context) -> Result:
                 _same(f"R4 {name}", await answers[f"shim {name}"](), await answers[f"orm {name}"]())
             samples: dict[str, list[float]] = {}
             for rep in range(ctx.repetitions):
-                got: dict[str, float] = {}
+                timed: dict[str, Timed] = {}
                 for name in paths:
                     sides = {f"{side} {name}": (answers[f"{side} {name}"], REQUESTS) for side in ("shim", "orm")}
-                    got |= await interleaved(sides)
+                    timed |= await interleaved(sides)
+                got = {name: t.seconds for name, t in timed.items()}
                 for name, seconds in got.items():
                     samples.setdefault(name, []).append(1 / seconds)
+                for name in paths:
+                    cpu = timed[f"shim {name}"].cpu_seconds
+                    samples.setdefault(f"shim {name} cpu", []).append(per_cpu_second(1, cpu))
                 ms = {name: f"{seconds * 1000:.1f} ms" for name, seconds in got.items()}
                 ctx.log(
                     f"R4 #{rep + 1}: status {ms['shim status']} (ORM {ms['orm status']}); "
                     f"list {ms['shim list']} (ORM {ms['orm list']})"
                 )
+                for name in paths:
+                    served = await _server_cpu_per_answer(engine, answers[f"shim {name}"], REQUESTS)
+                    samples.setdefault(f"shim {name} pg", []).append(per_cpu_second(1, served))
     finally:
         await engine.dispose()
         await ctx.servers.drop_database(url)
@@ -106,6 +135,12 @@ async def run(ctx: Context) -> Result:
     result.figure("R4 original's pattern (ORM selectinload, pydantic)", "answers/s", samples["orm status"])
     result.figure("R4 REST user list, 20 batches with essays, uncached", "answers/s", samples["shim list"])
     result.figure("R4 original's pattern, user list", "answers/s", samples["orm list"])
+    note = "answers / CPU seconds of the bench process (app and in-process client; PostgreSQL's not included)"
+    result.figure(R4_STATUS_PER_CPU, "req/CPU-s", samples["shim status cpu"], note)
+    result.figure(R4_LIST_PER_CPU, "req/CPU-s", samples["shim list cpu"])
+    note = "answers / CPU seconds of the whole server over 40 answers in a row (NaN when it is not on this machine)"
+    result.figure(R4_PG_STATUS_PER_CPU, "req/CPU-s", samples["shim status pg"], note)
+    result.figure(R4_PG_LIST_PER_CPU, "req/CPU-s", samples["shim list pg"])
     for name, title in (("status", "batch status"), ("list", "user list")):
         speedup = ratios(samples[f"shim {name}"], samples[f"orm {name}"])
         result.target(f"R4 {title}: shim / original's pattern", speedup, 2.0)

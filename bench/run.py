@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -23,12 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import capacity
 from bench.common import Context, Result, Servers, table
 
 # Scenario name → module, imported only when selected. One module may measure several rows of the issue's table
 # (W1 also reports the consumer's M1, R1 the API's; R2 also runs R3): ALIASES name those rows.
 # W1 runs last: its ~700,000 row writes leave PostgreSQL checkpointing and vacuuming for a while, which doubled
-# the consumer's transaction times in an F1 run right after it.
+# the consumer's transaction times in an F1 run right after it. W1x2 (two consumer processes) follows it: it writes as
+# much, and a scenario after both would pay for twice that.
 SCENARIOS: dict[str, str] = {
     "R1": "bench.r1_cached",
     "R2": "bench.r2_r3_uncached",
@@ -38,6 +41,7 @@ SCENARIOS: dict[str, str] = {
     "F1": "bench.f1_freshness",
     "F2": "bench.f2_freshness",
     "W1": "bench.w1_projection",
+    "W1x2": "bench.w1_two_consumers",
 }
 ALIASES: dict[str, str] = {"R3": "R2", "M1": "W1"}
 RESULTS = Path(__file__).parent / "results"
@@ -58,12 +62,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def selected(only: Sequence[str]) -> list[str]:
-    asked = [n.strip().upper() for item in only for n in item.split(",") if n.strip()]
+    known = {name.upper(): name for name in [*SCENARIOS, *ALIASES]}
+    asked = [known.get(n.strip().upper(), n.strip()) for item in only for n in item.split(",") if n.strip()]
     names = [ALIASES.get(n, n) for n in asked] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         sys.exit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join([*SCENARIOS, *ALIASES])}")
     return list(dict.fromkeys(names))  # in the order asked, each once
+
+
+def tree() -> str:
+    """The commit the bench ran on, "+dirty" when the work tree had changes (figures are cited with it)."""
+    root = Path(__file__).parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.decode().strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def machine() -> dict[str, Any]:
@@ -103,6 +119,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     for res in results:
         for note in res.notes:
             print(f"{res.scenario}: {note}")
+    capacity_report = capacity.report(results)
+    print()
+    print(capacity.render(capacity_report))
     print(f"\n{len(results)} scenario(s), {ctx.repetitions} repetitions each, {total:.0f}s in all")
     load_after = " ".join(map(str, machine()["load_average"]))
     print(f"load average before: {' '.join(map(str, load_before))}; after: {load_after}")
@@ -110,10 +129,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(total, 1),
+        "tree": tree(),
         "repetitions": ctx.repetitions,
         "machine": {**machine(), "load_average_before": load_before},
         "servers": servers.describe(),
         "scenarios": {res.scenario: res.as_json() for res in results},
+        "capacity": capacity_report,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -11,7 +11,10 @@ consumed when every partition's stored position reaches the end offset. Reported
 
 - end to end: process start (imports, connections, group join included) → last position committed;
 - group join: process start → the consumer's "partitions assigned" log line (Tansu takes seconds to form a group);
-- apply phase: first committed position → last; its events/s is what the targets compare.
+- apply phase: first committed position → last; its events/s is what the targets compare;
+- capacity (bench/capacity.py): events per CPU-second of the consumer process (user + system) and of the
+  PostgreSQL server (all its processes, when it runs on this machine) over the apply phase, and the read-model
+  tables' size on disk per batch and per essay after the stream.
 
 The final rows of every repetition must be identical (a fingerprint of the four read-model tables), so a faster
 consumer cannot pass by writing something else.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
 import os
 import random
 import signal
@@ -45,9 +49,20 @@ from pathlib import Path
 
 import asyncpg
 import orjson
+import psutil
 
 from bench import baseline_per_event
-from bench.common import MIB, Context, PeakRss, Result, asyncpg_dsn, ratios
+from bench.capacity import (
+    W1_APPLY_RATE,
+    W1_EVENTS_PER_BATCH,
+    W1_EVENTS_PER_CPU,
+    W1_PG_BYTES_PER_BATCH,
+    W1_PG_BYTES_PER_ESSAY,
+    W1_PG_EVENTS_PER_CPU,
+    per_cpu_second,
+)
+from bench.common import MIB, PARTITIONS, Context, PeakRss, Result, asyncpg_dsn, ratios
+from bench.cpu import cpu_seconds, postgres_server, server_cpu_seconds
 from bench.data import API_KEY
 from devstack.demo import EPOCH, Message, batch_life, with_resends
 from devstack.produce import Offsets
@@ -85,10 +100,13 @@ def stream(batches: int, seed: int = 2025) -> list[Message]:
 class ConsumerRun:
     events: int
     seconds: float  # process start → last position committed
-    joined: float  # process start → partitions assigned
+    joined: float  # process start → partitions assigned (to the last process to get any)
     first_commit: float  # process start → first position committed
     first_events: int  # events covered by the first commit
-    peak_rss: int
+    peak_rss: int  # the largest process's
+    cpu_seconds: list[float]  # each process's user + system time, start → last position committed
+    apply_cpu: float  # all processes' CPU time from the first position committed to the last
+    postgres_apply_cpu: float  # the PostgreSQL server's (all its processes'), over the same span
 
     @property
     def apply_rate(self) -> float:
@@ -97,6 +115,14 @@ class ConsumerRun:
     @property
     def end_to_end_rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def events_per_cpu_second(self) -> float:
+        return per_cpu_second(self.events - self.first_events, self.apply_cpu)
+
+    @property
+    def postgres_events_per_cpu_second(self) -> float:
+        return per_cpu_second(self.events - self.first_events, self.postgres_apply_cpu)
 
 
 def _assigned_at(log: Path) -> float | None:
@@ -109,8 +135,25 @@ def _assigned_at(log: Path) -> float | None:
     return None
 
 
-async def run_ras_consume(database_url: str, bootstrap: str, redis_url: str, ends: Offsets) -> ConsumerRun:
-    """Run `ras consume` (as deployed: cache eviction on) until the stored positions reach `ends`, then SIGTERM it."""
+async def _start_consumer(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    with log.open("wb") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ras.cli",
+            "consume",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+async def run_ras_consume(
+    database_url: str, bootstrap: str, redis_url: str, ends: Offsets, processes: int = 1
+) -> ConsumerRun:
+    """Run `processes` × `ras consume` (as deployed: cache eviction on) in one new consumer group until the stored
+    positions reach `ends`, then SIGTERM them."""
     env = {
         **os.environ,
         "RAS_DATABASE_URL": database_url,
@@ -124,49 +167,53 @@ async def run_ras_consume(database_url: str, bootstrap: str, redis_url: str, end
     }
     total = sum(ends.values())
     poll = await asyncpg.connect(asyncpg_dsn(database_url))
+    postmaster = await postgres_server(poll)
     with tempfile.TemporaryDirectory(prefix="ras-bench-") as tmp:
-        log = Path(tmp) / "consumer.log"
-        with log.open("wb") as err:
-            wall_start, started = time.time(), time.perf_counter()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ras.cli",
-                "consume",
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        first: tuple[float, int] | None = None
+        logs = [Path(tmp) / f"consumer-{i}.log" for i in range(processes)]
+        wall_start, started = time.time(), time.perf_counter()
+        procs = [await _start_consumer(env, log) for log in logs]
+        meters = [psutil.Process(proc.pid) for proc in procs]
+        first: tuple[float, int, float, float] | None = None  # time, events, consumers' CPU, server's CPU
         try:
-            with PeakRss(proc.pid) as rss:
+            with contextlib.ExitStack() as stack:
+                rss = [stack.enter_context(PeakRss(proc.pid)) for proc in procs]
                 async with asyncio.timeout(CONSUME_TIMEOUT):
                     while True:
                         rows = await poll.fetch("SELECT topic, partition, next_offset FROM consumer_positions")
                         now = time.perf_counter() - started
                         positions = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
                         if first is None and positions:
-                            first = (now, sum(positions.values()))
+                            cpu = sum(cpu_seconds(m) for m in meters)
+                            first = (now, sum(positions.values()), cpu, server_cpu_seconds(postmaster))
                         if all(positions.get(tp, 0) >= end for tp, end in ends.items()):
                             break
-                        if proc.returncode is not None:
-                            raise RuntimeError(f"ras consume exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                        for proc, log in zip(procs, logs, strict=True):
+                            if proc.returncode is not None:
+                                tail = log.read_text()[-3000:]
+                                raise RuntimeError(f"ras consume exited with {proc.returncode}:\n{tail}")
                         await asyncio.sleep(0.01)
+                consumer_cpu = [cpu_seconds(m) for m in meters]
+                server_cpu = server_cpu_seconds(postmaster)
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                await asyncio.wait_for(proc.wait(), 30)
             await poll.close()
-        assigned = _assigned_at(log)
+        assigned = [_assigned_at(log) for log in logs]
     assert first is not None
+    joined = max((a - wall_start) if a is not None else math.nan for a in assigned)
     return ConsumerRun(
         events=total,
         seconds=now,
-        joined=(assigned - wall_start) if assigned is not None else float("nan"),
+        joined=joined,
         first_commit=first[0],
         first_events=first[1],
-        peak_rss=rss.peak,
+        peak_rss=max(r.peak for r in rss),
+        cpu_seconds=consumer_cpu,
+        apply_cpu=sum(consumer_cpu) - first[2],
+        postgres_apply_cpu=server_cpu - first[3],
     )
 
 
@@ -185,6 +232,17 @@ async def fingerprint(database_url: str) -> dict[str, tuple[int, str]]:
         if quarantined:
             raise RuntimeError(f"{quarantined} records were quarantined; the generated stream should be clean")
         return out
+    finally:
+        await conn.close()
+
+
+async def read_model_bytes(database_url: str) -> int:
+    """On-disk size of the read-model tables with their indexes and TOAST, as the stream left them (dead row
+    versions of the upserts included: a live database carries them too until vacuum reuses the space)."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        sizes = [await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table) for table in READ_MODEL]
+        return int(sum(sizes))
     finally:
         await conn.close()
 
@@ -216,26 +274,30 @@ async def copy_rows(database_url: str, dumps: dict[str, bytes]) -> float:
         await conn.close()
 
 
-async def _consume_stream(ctx: Context, messages: list[Message], label: str) -> tuple[list[ConsumerRun], str]:
-    """Produce `messages` onto a fresh broker once, then consume them `ctx.repetitions` times into fresh databases.
+async def consume_stream(
+    ctx: Context, messages: list[Message], label: str, partitions: int = PARTITIONS, processes: int = 1
+) -> tuple[list[ConsumerRun], str]:
+    """Produce `messages` onto a fresh broker (`partitions` per topic) once, then consume them `ctx.repetitions`
+    times into fresh databases with `processes` × `ras consume` in one group.
 
     Returns the runs and the database of the last one (the caller drops it).
     """
     runs = []
     url = ""
     prints: dict[str, tuple[int, str]] | None = None
-    async with ctx.servers.broker() as bootstrap:
+    async with ctx.servers.broker(partitions) as bootstrap:
         started = time.perf_counter()
         ends = await produce(bootstrap, messages)
         ctx.log(f"{label}: produced {sum(ends.values()):,} events in {time.perf_counter() - started:.1f}s")
         for rep in range(ctx.repetitions):
             url = await ctx.servers.fresh_database()
-            run = await run_ras_consume(url, bootstrap, await ctx.servers.redis_url(), ends)
+            run = await run_ras_consume(url, bootstrap, await ctx.servers.redis_url(), ends, processes)
             runs.append(run)
+            cpu = " + ".join(f"{seconds:.1f}" for seconds in run.cpu_seconds)
             ctx.log(
                 f"{label} #{rep + 1}: {run.seconds:.1f}s end to end, joined at {run.joined:.1f}s, first commit "
                 f"at {run.first_commit:.1f}s; {run.apply_rate:,.0f} events/s applying, "
-                f"peak RSS {run.peak_rss / MIB:.0f} MiB"
+                f"peak RSS {run.peak_rss / MIB:.0f} MiB, consumer CPU {cpu} s"
             )
             current = await fingerprint(url)
             if prints is not None and current != prints:
@@ -250,9 +312,10 @@ async def run(ctx: Context) -> Result:
     result = Result(NAME, TITLE)
 
     messages = stream(BATCHES)
-    full, final_rows = await _consume_stream(ctx, messages, "W1 full stream")
+    full, final_rows = await consume_stream(ctx, messages, "W1 full stream")
     events = full[0].events
     counts = await fingerprint(final_rows)
+    stored = await read_model_bytes(final_rows)
     dumps = await dump_rows(final_rows)
     await ctx.servers.drop_database(final_rows)
     result.notes.append(
@@ -260,9 +323,9 @@ async def run(ctx: Context) -> Result:
         + ", ".join(f"{n:,} {table}" for table, (n, _) in counts.items())
     )
 
-    half, half_rows = await _consume_stream(ctx, stream(BATCHES // 2), "M1 half stream")
+    half, half_rows = await consume_stream(ctx, stream(BATCHES // 2), "M1 half stream")
     await ctx.servers.drop_database(half_rows)
-    double, double_rows = await _consume_stream(ctx, stream(BATCHES * 2), "M1 double stream")
+    double, double_rows = await consume_stream(ctx, stream(BATCHES * 2), "M1 double stream")
     await ctx.servers.drop_database(double_rows)
 
     # (a) the per-event consumer, on a slice of the same kind of stream.
@@ -288,11 +351,22 @@ async def run(ctx: Context) -> Result:
     apply_rates = [r.apply_rate for r in full]
     per_event_rates = [r.apply_rate for r in per_event]
     copy_rates = [events / s for s in copy_seconds]
-    result.figure("W1 events/s, apply phase (first → last commit)", "events/s", apply_rates)
+    result.figure(W1_APPLY_RATE, "events/s", apply_rates)
     result.figure(
         "W1 events/s, end to end (process start → last commit)", "events/s", [r.end_to_end_rate for r in full]
     )
     result.figure("W1 end to end", "s", [r.seconds for r in full])
+    result.figure(W1_EVENTS_PER_CPU, "events/CPU-s", [r.events_per_cpu_second for r in full], "consumer user + system")
+    result.figure(
+        W1_PG_EVENTS_PER_CPU,
+        "events/CPU-s",
+        [r.postgres_events_per_cpu_second for r in full],
+        "every process of the server (NaN when it is not on this machine)",
+    )
+    batches, essays = counts["batches"][0], counts["essays"][0]
+    result.figure(W1_EVENTS_PER_BATCH, "events", [events / batches])
+    result.figure(W1_PG_BYTES_PER_BATCH, "B", [stored / batches], f"{stored / MIB:,.0f} MiB for {batches:,} batches")
+    result.figure(W1_PG_BYTES_PER_ESSAY, "B", [stored / essays], f"{essays:,} essays")
     result.figure("W1 group join (process start → partitions assigned)", "s", [r.joined for r in full])
     result.figure("W1 first commit (process start → first position)", "s", [r.first_commit for r in full])
     result.figure("(a) per-event consumer", "events/s", per_event_rates, f"{per_event[0].events:,} events")
