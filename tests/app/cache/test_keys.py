@@ -91,6 +91,7 @@ def test_every_key_a_script_touches_is_in_one_cluster_slot() -> None:
     tags = ck.read_tags(["x", "{y}", "}z{"], ["alice", ck.ALL_USERS])
     keys = [layout.epoch, layout.counter, layout.entry("e1", "abc"), *layout.tag_keys(tags), layout.events_pattern]
     keys += [layout.batch_channel("{y}"), layout.user_channel("alice"), layout.positions_channel]
+    keys += [layout.watermark, *layout.lsn_keys(tags)]  # the replica guard's (docs/cache.md)
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"dep1")}
     assert key_slot(ck.CacheLayout("dep2").epoch.encode()) != key_slot(b"dep1")
 
