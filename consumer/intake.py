@@ -33,6 +33,11 @@ assigned during it: not current; it is let go, and the seek after that assignmen
 An assignment that brings partitions this member did not hold in the one before is *gained* (`take_gained`): their
 last owner may have died between a commit and its eviction, so the runner lets the cache know (the epoch changes).
 
+The intake also bounds what the consumer holds, which is most of its memory (docs/performance.md, "The consumer's
+memory"): a fetch takes at most RAS_KAFKA_MAX_BATCH_RECORDS records and about RAS_KAFKA_MAX_BATCH_BYTES of values
+(a transaction's rows and statements grow with its bytes, not its record count), and what the client fetches ahead
+of it is RAS_KAFKA_PREFETCH_BYTES, shared among the assigned partitions (`_share_prefetch`).
+
 tests/consumer/test_rebalance.py places a rebalance while a fetch is outstanding, while it decodes and while its
 transaction is open.
 """
@@ -126,6 +131,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._share_prefetch(len(assigned))
         self._generation += 1
         now = frozenset(assigned)
         self._gained = self._gained or not now <= self._held
@@ -161,8 +167,24 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         return gained
 
     def _behind(self, fetched: Fetched) -> bool:
-        """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS)."""
-        return len(fetched.decoded.records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE))
+        """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS or of
+        RAS_KAFKA_MAX_BATCH_BYTES)."""
+        records = fetched.decoded.records
+        if len(records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE)):
+            return True
+        return _value_bytes(records) >= self._settings.kafka_max_batch_bytes * BACKLOG_SHARE
+
+    def _share_prefetch(self, partitions: int) -> None:
+        """Give each of `partitions` assigned partitions an equal share of RAS_KAFKA_PREFETCH_BYTES to fetch ahead.
+
+        aiokafka fetches every assigned partition whose buffer is empty, each up to its per-partition size, so what
+        it holds ahead is that size times the partitions assigned, however small each response is: with one size
+        for all (the largest record, 1 MiB) a member holding W1's 32 partitions held ~30 MiB. The client takes the
+        size only at construction, hence the private attribute; tests/consumer/test_prefetch.py holds it to the
+        bound against a real broker. A record larger than its partition's share is still fetched whole (brokers
+        return a partition's first record batch whatever the size, KIP-74)."""
+        share = max(1, self._settings.kafka_prefetch_bytes // max(1, partitions))
+        self._kafka._fetcher._max_partition_fetch_bytes = share
 
     def let_go(self, fetched: Fetched) -> None:
         """Drop `fetched` (no longer current, or at shutdown): its records are read again from the stored positions."""
@@ -197,12 +219,29 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _fetch(self, wait_ms: int) -> asyncio.Future[Fetched] | None:
         """What the client hands over within `wait_ms`, being decoded in a worker thread; None if nothing."""
-        generation = self._generation
-        batches = await self._kafka.getmany(timeout_ms=wait_ms, max_records=self._settings.kafka_max_batch_records)
-        fetched = [m for messages in batches.values() for m in messages]
+        generation = self._generation  # a rebalance between the steps below makes the whole fetch not current
+        fetched = await self._take_records(wait_ms)
         if not fetched:
             return None
         return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation, time.time()))
+
+    async def _take_records(self, wait_ms: int) -> list[ConsumerRecord]:
+        """Records the client hands over within `wait_ms`: up to RAS_KAFKA_MAX_BATCH_RECORDS, and until their values
+        reach RAS_KAFKA_MAX_BATCH_BYTES. The client cannot stop at a byte count, so they are taken in steps of a
+        tenth of the records; a fetch ends at most one step past the bytes."""
+        most, budget = self._settings.kafka_max_batch_records, self._settings.kafka_max_batch_bytes
+        step = max(1, int(most * BACKLOG_SHARE))
+        taken: list[ConsumerRecord] = []
+        size = 0
+        while len(taken) < most and size < budget:
+            wait = 0 if taken else wait_ms
+            batches = await self._kafka.getmany(timeout_ms=wait, max_records=min(step, most - len(taken)))
+            records = [m for messages in batches.values() for m in messages]
+            if not records:
+                break
+            taken += records
+            size += _value_bytes(records)
+        return taken
 
     def _decode(self, fetched: Sequence[ConsumerRecord], generation: int, fetched_at: float) -> Fetched:
         started = time.time_ns()
@@ -258,3 +297,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             self._kafka.resume(*paused)
         metrics.PAUSED.set(0)
         log.info("database reachable again, partitions resumed")
+
+
+def _value_bytes(records: Sequence[ConsumerRecord] | Sequence[Record]) -> int:
+    return sum(len(r.value) for r in records if r.value is not None)

@@ -28,7 +28,6 @@ from consumer.tracing import transaction_span
 from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
-PREFETCH_BYTES = 16 * 1024 * 1024
 
 
 class ConsumerLoop:
@@ -63,12 +62,11 @@ class ConsumerLoop:
             heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 4),
             # How long the broker holds a fetch open when there is nothing new: the floor of freshness when idle.
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            # The prefetch buffer is most of the consumer's memory, so it is bounded whatever the backlog: up to
-            # one record of the largest accepted size per partition (brokers return a larger first record anyway,
-            # so it can still be fetched and quarantined) and 16 MiB per fetch. Larger buffers gained nothing in W1
-            # (bench/), but peak RSS then grew with the backlog.
-            max_partition_fetch_bytes=settings.max_message_bytes,
-            fetch_max_bytes=max(PREFETCH_BYTES, settings.max_message_bytes * 2),
+            # What the client fetches ahead is bounded whatever the backlog: the intake shares this among the
+            # partitions once they are assigned (consumer.intake). Brokers return a record larger than either
+            # anyway, so it can still be fetched and quarantined.
+            max_partition_fetch_bytes=settings.kafka_prefetch_bytes,
+            fetch_max_bytes=settings.kafka_prefetch_bytes,
         )
         self.intake = Intake(self._kafka, engine, settings, self._stop, traced=tracer is not None)
         self._uncommitted: dict[TopicPartition, int] = {}  # Kafka offsets to commit (see `_commit_to_kafka`)
@@ -95,6 +93,9 @@ class ConsumerLoop:
                     await self._on_gained()
                 if fetched is not None:
                     await self._apply(fetched)
+                # Let go of it before the next take: that one's records and rows would otherwise join it and the
+                # fetch decoding beside it, a third fetch in memory.
+                del fetched
         except Stopping:
             log.info("shutdown requested while waiting for the database; uncommitted work will be re-read")
         finally:

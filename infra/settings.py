@@ -79,6 +79,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Most records applied in one database transaction.",
     )
+    kafka_max_batch_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1_024,
+        description="Most bytes of record values applied in one database transaction (beside "
+        "RAS_KAFKA_MAX_BATCH_RECORDS: whichever is reached first, give or take a tenth of the records): the "
+        "transaction's rows and statements grow with it, so it bounds most of the consumer's memory.",
+    )
+    kafka_prefetch_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=65_536,
+        description="Most bytes the Kafka client fetches ahead of the transactions, shared among the assigned "
+        "partitions (a larger record is still fetched whole, and a broker may round each partition's share up to "
+        "a whole record batch).",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=25,
         ge=1,

@@ -38,7 +38,6 @@ from consumer.apply import apply_fetch, isolate_refused
 from consumer.pure.decode import Record
 from consumer.pure.fetch import DecodedFetch, decode_fetch
 from consumer.pure.topics import ALL_TOPICS
-from consumer.runner import PREFETCH_BYTES
 from db import shadow
 from db.errors import is_transient
 from db.migrate import head_revision, upgrade_async
@@ -48,6 +47,7 @@ from infra.settings import Settings
 log = structlog.get_logger(__name__)
 REBUILD_LOCK = 0x7261735F72656275  # "ras_rebu": the advisory lock key held while a rebuild runs
 MAX_SWAP_SECONDS = 300.0
+FETCH_BYTES = 16 * 1024 * 1024  # the most one fetch of the rebuild's own client brings (beside one large record)
 """Give up (leaving the live projection as it is) if the swap has found no moment to lock the tables for this long."""
 
 
@@ -147,7 +147,7 @@ class _Replay:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=settings.max_message_bytes,
-            fetch_max_bytes=max(PREFETCH_BYTES, settings.max_message_bytes * 2),
+            fetch_max_bytes=max(FETCH_BYTES, settings.max_message_bytes * 2),
         )
 
     async def run(self, live_engine: AsyncEngine, live: str, progress: bool) -> tuple[int, int]:

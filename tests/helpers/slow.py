@@ -34,6 +34,7 @@ SLOW = (
     "tests/consumer/test_lifecycle.py",
     "tests/consumer/test_offsets.py",
     "tests/consumer/test_order_independence.py",
+    "tests/consumer/test_prefetch.py",
     "tests/consumer/test_rebalance.py",
     "tests/consumer/test_tracing.py::test_an_event_with_a_traceparent_gives_a_linked_transaction_span",
     "tests/app/cache/test_consumer_eviction.py",
