@@ -35,8 +35,11 @@ last owner may have died between a commit and its eviction, so the runner lets t
 
 The intake also bounds what the consumer holds, which is most of its memory (docs/performance.md, "The consumer's
 memory"): a fetch takes at most RAS_KAFKA_MAX_BATCH_RECORDS records and about RAS_KAFKA_MAX_BATCH_BYTES of values
-(a transaction's rows and statements grow with its bytes, not its record count), and what the client fetches ahead
-of it is RAS_KAFKA_PREFETCH_BYTES, shared among the assigned partitions (`_share_prefetch`).
+(a transaction's rows and statements grow with its bytes, not its record count) and, once decoded, at most
+RAS_KAFKA_MAX_BATCH_ROWS rows for one table: an event may make many (a registration, one per essay), so a fetch
+over that keeps only its first records and the client is sought back to the first one left out (`_cut`), which keeps
+the invariant. What the client fetches ahead is RAS_KAFKA_PREFETCH_BYTES, shared among the assigned partitions
+(`_share_prefetch`).
 
 tests/consumer/test_rebalance.py places a rebalance while a fetch is outstanding, while it decodes and while its
 transaction is open.
@@ -48,7 +51,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -58,7 +61,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer import metrics
 from consumer.offsets import resumption
 from consumer.pure.decode import Record
-from consumer.pure.fetch import DecodedFetch, decode_fetch
+from consumer.pure.fetch import DecodedFetch, Partition, decode_fetch
+from consumer.pure.mapping import Rows
 from db.errors import is_transient
 from infra.backoff import Backoff
 from infra.settings import Settings
@@ -85,6 +89,8 @@ class Fetched:
     fetched_at: float
     decode_started_ns: int = 0
     decode_ended_ns: int = 0
+    # Per partition, the first record fetched but left out for too many rows (`Intake._cut`): the client reads on there.
+    left_out: dict[Partition, int] = field(default_factory=dict)
 
 
 class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -151,6 +157,9 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._decoding is None:
                 return None
         taken = await self._decoding
+        if taken.left_out and self.current(taken):
+            for (topic, partition), offset in taken.left_out.items():
+                self._kafka.seek(TopicPartition(topic, partition), offset)
         # Behind, the next fetch is taken from what the client holds and decoded in a worker thread while this one is
         # applied. Caught up, that would make every record wait for a whole extra transaction (the one it was
         # decoded beside); so the client keeps its records, and the next take hands them over after this commit,
@@ -170,7 +179,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS or of
         RAS_KAFKA_MAX_BATCH_BYTES)."""
         records = fetched.decoded.records
-        if len(records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE)):
+        if fetched.left_out or len(records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE)):
             return True
         return _value_bytes(records) >= self._settings.kafka_max_batch_bytes * BACKLOG_SHARE
 
@@ -247,7 +256,20 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         started = time.time_ns()
         records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, m.headers) for m in fetched]
         decoded = decode_fetch(records, self._settings.max_message_bytes, self._traced)
-        return Fetched(decoded, generation, fetched_at, started, time.time_ns())
+        kept = self._cut(decoded)
+        left_out: dict[Partition, int] = {}
+        for r in records[len(kept.records) :]:  # each partition's records in order: its first is its lowest
+            left_out.setdefault((r.topic, r.partition), r.offset)
+        return Fetched(kept, generation, fetched_at, started, time.time_ns(), left_out)
+
+    def _cut(self, decoded: DecodedFetch) -> DecodedFetch:
+        """`decoded`, or the first half of its records, again, until no table gets more than RAS_KAFKA_MAX_BATCH_ROWS
+        rows (or one record is left): each table's rows are one statement, whose parameters are the transaction's
+        largest allocations. Decoding again costs only the rare fetch so cut."""
+        most = self._settings.kafka_max_batch_rows
+        while len(decoded.records) > 1 and _largest_table(decoded.rows) > most:
+            decoded = decoded.part(decoded.records[: len(decoded.records) // 2])
+        return decoded
 
     async def _drop_and_seek(self) -> None:
         """Let go of everything in hand and seek every assigned partition to its stored position."""
@@ -301,3 +323,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _value_bytes(records: Sequence[ConsumerRecord] | Sequence[Record]) -> int:
     return sum(len(r.value) for r in records if r.value is not None)
+
+
+def _largest_table(rows: Rows) -> int:
+    return max(map(len, (rows.registrations, rows.batch_facts, rows.essay_slots, rows.essay_links, rows.phase_results)))

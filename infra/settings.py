@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "RAS_KAFKA_MAX_BATCH_RECORDS: whichever is reached first, give or take a tenth of the records): the "
         "transaction's rows and statements grow with it, so it bounds most of the consumer's memory.",
     )
+    kafka_max_batch_rows: int = Field(
+        default=8_000,
+        ge=1,
+        description="Most rows one table gets from one database transaction (one event may make many: a "
+        "registration makes one per essay); a fetch over it is applied in parts. Each table's rows are one "
+        "statement, whose parameters are the transaction's largest allocations.",
+    )
     kafka_prefetch_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=65_536,

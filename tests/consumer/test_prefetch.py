@@ -1,5 +1,5 @@
-"""What the consumer holds is bounded in bytes (consumer.intake): the client's prefetch across all partitions, and
-each transaction's record values, against a real broker."""
+"""What the consumer holds is bounded (consumer.intake): the client's prefetch across all partitions and each
+transaction's record values in bytes, and each table's rows in a transaction, against a real broker."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.consumer.fetcher import Fetcher
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+import consumer.apply
 import consumer.intake
+import consumer.pure.fetch
+import consumer.runner
+from consumer.apply import Applied, Positions
 from consumer.pure.decode import Record
-from consumer.pure.fetch import DecodedFetch
+from consumer.pure.fetch import DecodedFetch, Partition
 from consumer.pure.topics import ALL_TOPICS
 from consumer.runner import ConsumerLoop
 from infra.settings import Settings
+from tests.helpers.consumer import apply, as_records, dump, in_event_order, truncate
 from tests.helpers.kafka_io import Offsets, wait_for_positions
 from tests.helpers.scenario import EPOCH, Message, batch_life
 
@@ -29,6 +34,7 @@ PREFETCH = 65_536
 BATCH_BYTES = 32_768
 BATCH_RECORDS = 100  # steps of 10 records
 PRODUCER_BATCH = 4_096  # what a broker may round a partition's share up to
+BATCH_ROWS = 60  # a registration makes 25 (one per essay): a few of them fill a table's share
 LARGE = 300_000  # one unreadable record, far larger than a partition's share of the prefetch
 
 
@@ -51,7 +57,7 @@ def buffered_bytes(fetcher: Fetcher) -> int:
     return sum(records._records.size_in_bytes() for records in held if records is not None)
 
 
-async def test_prefetch_and_transactions_stay_within_their_bytes(
+async def test_prefetch_and_transactions_stay_within_their_bounds(
     engine: AsyncEngine, database_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(5)
@@ -72,13 +78,33 @@ async def test_prefetch_and_transactions_stay_within_their_bytes(
 
     monkeypatch.setattr(Fetcher, "_proc_fetch_request", measured)
     fetches: list[Sequence[Record]] = []
-    decode_fetch = consumer.intake.decode_fetch
+    decode_fetch = consumer.pure.fetch.decode_fetch
 
     def recorded(records: Sequence[Record], max_bytes: int, traced: bool = False) -> DecodedFetch:
         fetches.append(records)
         return decode_fetch(records, max_bytes, traced)
 
     monkeypatch.setattr(consumer.intake, "decode_fetch", recorded)
+    cuts: list[tuple[int, int]] = []  # records of each fetch decoded, and those kept
+    cut_fetch = consumer.intake.Intake._cut
+
+    def measured_cut(self: consumer.intake.Intake, decoded: DecodedFetch) -> DecodedFetch:
+        kept = cut_fetch(self, decoded)
+        cuts.append((len(decoded.records), len(kept.records)))
+        return kept
+
+    monkeypatch.setattr(consumer.intake.Intake, "_cut", measured_cut)
+    rows: list[int] = []  # the most rows one table got in each transaction
+    apply_fetch = consumer.apply.apply_fetch
+
+    async def counted(
+        conn: AsyncConnection, part: DecodedFetch, marks: dict[Partition, int], how: Positions
+    ) -> Applied:
+        tables = (part.rows.registrations, part.rows.batch_facts, part.rows.essay_slots, part.rows.essay_links)
+        rows.append(max(map(len, (*tables, part.rows.phase_results))))
+        return await apply_fetch(conn, part, marks, how)
+
+    monkeypatch.setattr(consumer.runner, "apply_fetch", counted)
 
     settings = Settings(
         database_url=database_url,
@@ -89,6 +115,7 @@ async def test_prefetch_and_transactions_stay_within_their_bytes(
         kafka_prefetch_bytes=PREFETCH,
         kafka_max_batch_bytes=BATCH_BYTES,
         kafka_max_batch_records=BATCH_RECORDS,
+        kafka_max_batch_rows=BATCH_ROWS,
     )
     loop = ConsumerLoop(settings, engine)
     task = asyncio.create_task(loop.run())
@@ -99,6 +126,7 @@ async def test_prefetch_and_transactions_stay_within_their_bytes(
         await asyncio.wait_for(task, 30)
 
     assert positions == ends, "every record was read, the large one included"
+    via_broker = await dump(engine)
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM quarantine")) == 1, "the large record was quarantined"
 
@@ -117,3 +145,10 @@ async def test_prefetch_and_transactions_stay_within_their_bytes(
     assert max(small) <= BATCH_BYTES + step * largest, "a fetch ends within one step of the bytes"
     cut = [records for size, records in zip(sizes, fetches, strict=True) if size >= BATCH_BYTES]
     assert any(len(records) < BATCH_RECORDS for records in cut), "some fetches were cut by bytes, not records"
+
+    # Fetches cut for their rows were read on from the first record left out: nothing lost, nothing twice.
+    assert max(rows) <= BATCH_ROWS
+    assert any(kept < whole for whole, kept in cuts), "some fetch was cut for its rows"
+    await truncate(engine)
+    await apply(engine, as_records(in_event_order([m for m in messages if len(m.value) < LARGE])))
+    assert via_broker == await dump(engine)
