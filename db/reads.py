@@ -289,6 +289,27 @@ async def batch_page(conn: AsyncConnection, query: BatchQuery, first: int, after
 
 
 @lru_cache(maxsize=128)
+def _batch_page_and_total_statement(shape: _QueryShape, after: bool) -> Prepared:
+    page = _batch_page_statement(shape, after).statement.subquery("page")
+    total = select(func.count().label("total")).select_from(_BATCHES).where(*_batch_conditions(shape)).subquery("total")
+    # The total's one row, joined to the page's rows (or alone when the page is empty).
+    stmt = select(total.c.total, *page.c).select_from(total.outerjoin(page, true()))
+    return Prepared(stmt.order_by(page.c.created_at.desc(), page.c.batch_id.desc()))
+
+
+async def batch_page_and_total(
+    conn: AsyncConnection, query: BatchQuery, first: int, after: BatchCursor | None
+) -> tuple[Page[BatchRow], int]:
+    """`batch_page` and `count_batches` of the same query in one statement."""
+    params = _query_params(query) | {"limit": first + 1}
+    if after is not None:
+        params |= {"after_at": after.created_at, "after_id": after.batch_id}
+    result = await _batch_page_and_total_statement(_query_shape(query), after is not None).run(conn, params)
+    rows = [_batch(row[1:]) for row in result if row[1] is not None]
+    return Page(rows[:first], len(rows) > first), int(result[0][0])
+
+
+@lru_cache(maxsize=128)
 def _count_batches_statement(shape: _QueryShape) -> Prepared:
     return Prepared(select(func.count()).select_from(_BATCHES).where(*_batch_conditions(shape)))
 
@@ -363,6 +384,100 @@ async def essay_pages(
     for essay in _essays_with_results(result):
         grouped[str(essay.batch_id)].append(essay)
     return {batch_id: Page(rows[:first], len(rows) > first) for batch_id, rows in grouped.items()}
+
+
+Tally = PhaseProgress | int
+"""A batch's essays passing a filter (counted), or, unfiltered, its phase progress (which counts them all too)."""
+
+
+def _open(result: Any, terminal: Any) -> ColumnElement[bool]:
+    """`result` (an outer-joined phase result) is missing or not terminal."""
+    return or_(result.c.status.is_(None), result.c.status != all_(terminal))
+
+
+def _progress_source() -> tuple[FromClause, list[Any]]:
+    """The essays with their spellcheck and CJ results, and the counts of `phase_progress` over them."""
+    spellcheck = _RESULTS.alias("spellcheck")
+    cj = _RESULTS.alias("cj")
+    terminal = bindparam("terminal", sorted(TERMINAL_STAGES), type_=ARRAY(Text))
+    source = _ESSAYS.outerjoin(
+        spellcheck, and_(spellcheck.c.essay_id == _ESSAYS.c.essay_id, spellcheck.c.phase == "spellcheck")
+    ).outerjoin(cj, and_(cj.c.essay_id == _ESSAYS.c.essay_id, cj.c.phase == "cj_assessment"))
+    counts = [func.count(), func.count().filter(_open(spellcheck, terminal)), func.count().filter(_open(cj, terminal))]
+    return source, counts
+
+
+@lru_cache(maxsize=128)
+def _pages_and_tallies_statement(shape: _FilterShape | None, after: bool, progress: bool) -> Prepared:
+    wanted = func.unnest(bindparam("all_ids", type_=ARRAY(Text))).table_valued("batch_id").render_derived(name="wanted")
+    # The tally of each wanted batch in :tally_ids (an aggregate: always one row), beside its page when in :ids.
+    if progress:
+        tally_source, counts = _progress_source()
+        tally_conditions: list[ColumnElement[bool]] = []
+    else:
+        tally_source, tally_conditions = _essay_source(shape)
+        counts = [func.count()]
+    tally = (
+        select(*counts)
+        .select_from(tally_source)
+        .where(_ESSAYS.c.batch_id == wanted.c.batch_id, wanted.c.batch_id == _ids("tally_ids"), *tally_conditions)
+        .lateral("tally")
+    )
+    source, conditions = _essay_source(shape)
+    if after:
+        conditions.append(_ESSAYS.c.essay_id > bindparam("after", type_=Text))
+    page = (
+        select(*_ESSAY_COLUMNS)
+        .select_from(source)
+        .where(_ESSAYS.c.batch_id == wanted.c.batch_id, wanted.c.batch_id == _ids("ids"), *conditions)
+        .order_by(_ESSAYS.c.essay_id)
+        .limit(_LIMIT)
+        .lateral("page")
+    )
+    results = _RESULTS.alias("result")
+    joined = (
+        wanted.join(tally, true()).outerjoin(page, true()).outerjoin(results, results.c.essay_id == page.c.essay_id)
+    )
+    stmt = select(
+        wanted.c.batch_id, *tally.c, *(page.c[c.name] for c in _ESSAY_COLUMNS), *_columns(results, PhaseResultRow)
+    ).select_from(joined)
+    return Prepared(stmt.order_by(wanted.c.batch_id, page.c.essay_id))
+
+
+async def essay_pages_and_tallies(
+    conn: AsyncConnection,
+    batch_ids: Sequence[str],
+    first: int,
+    after: str | None,
+    phase_filter: PhaseFilter | None,
+    tally_ids: Sequence[str],
+    progress: bool,
+) -> tuple[dict[str, Page[EssayRow]], dict[str, Tally]]:
+    """`essay_pages` of `batch_ids`, and in the same statement the tally of each of `tally_ids`: with `progress`
+    (only unfiltered), `phase_progress`; otherwise `count_essays` under the same filter."""
+    assert not (progress and phase_filter is not None), "phase progress counts every essay"
+    all_ids = list(dict.fromkeys([*batch_ids, *tally_ids]))
+    params = {
+        "all_ids": all_ids,
+        "ids": list(batch_ids),
+        "tally_ids": list(tally_ids),
+        "limit": first + 1,
+        "after": after,
+    } | _filter_params(phase_filter)
+    shape = _filter_shape(phase_filter)
+    result = await _pages_and_tallies_statement(shape, after is not None, progress).run(conn, params)
+    width = 3 if progress else 1
+    at = 1 + width
+    counted: set[str] = set(tally_ids)
+    tallies: dict[str, Tally] = {}
+    for row in result:
+        if row[0] in counted and row[0] not in tallies:
+            tallies[row[0]] = PhaseProgress(int(row[1]), int(row[2]), int(row[3])) if progress else int(row[1])
+    grouped: dict[str, list[EssayRow]] = {batch_id: [] for batch_id in batch_ids}
+    for essay in _essays_with_results((row for row in result if row[at] is not None), at):
+        grouped[str(essay.batch_id)].append(essay)
+    pages = {batch_id: Page(rows[:first], len(rows) > first) for batch_id, rows in grouped.items()}
+    return pages, tallies
 
 
 # --- whole answers in one statement ----------------------------------------------------------------------------------
@@ -508,25 +623,10 @@ async def count_essays(
 
 
 def _phase_progress_statement() -> Prepared:
-    spellcheck = _RESULTS.alias("spellcheck")
-    cj = _RESULTS.alias("cj")
-    terminal = bindparam("terminal", sorted(TERMINAL_STAGES), type_=ARRAY(Text))
-
-    def is_open(result: Any) -> ColumnElement[bool]:
-        return or_(result.c.status.is_(None), result.c.status != all_(terminal))
-
+    source, counts = _progress_source()
     stmt = (
-        select(
-            _ESSAYS.c.batch_id,
-            func.count(),
-            func.count().filter(is_open(spellcheck)),
-            func.count().filter(is_open(cj)),
-        )
-        .select_from(
-            _ESSAYS.outerjoin(
-                spellcheck, and_(spellcheck.c.essay_id == _ESSAYS.c.essay_id, spellcheck.c.phase == "spellcheck")
-            ).outerjoin(cj, and_(cj.c.essay_id == _ESSAYS.c.essay_id, cj.c.phase == "cj_assessment"))
-        )
+        select(_ESSAYS.c.batch_id, *counts)
+        .select_from(source)
         .where(_ESSAYS.c.batch_id == _ids("ids"))
         .group_by(_ESSAYS.c.batch_id)
     )

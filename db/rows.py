@@ -1,5 +1,7 @@
-"""The rows the read queries return (db/reads.py): plain frozen dataclasses, no GraphQL and no HTTP, so the GraphQL
-types and the REST shim read the same ones.
+"""The rows the read queries return (db/reads.py): plain dataclasses, no GraphQL and no HTTP, so the GraphQL
+types and the REST shim read the same ones. They are read-only by convention: BatchRow, EssayRow and PhaseResultRow,
+built once per row a statement returns, are not declared frozen, since a frozen dataclass's `__init__` sets each field
+through `object.__setattr__` and cost six to eight times as much (a 1,000-essay answer builds 3,000 of them).
 
 The fields of BatchRow, EssayRow, PhaseResultRow and PositionRow named like a column of their table are selected in
 field order and filled positionally (db/reads.py, `_columns`); what is derived (parsed JSON, attached results) comes
@@ -52,7 +54,7 @@ class StorageRef:
     path: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchRow:
     batch_id: str
     user_id: str
@@ -80,7 +82,7 @@ class BatchRow:
     student_prompt: StorageRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PhaseResultRow:
     essay_id: str
     phase: str
@@ -111,7 +113,7 @@ class PhaseResultRow:
     error: ErrorDetail | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EssayRow:
     essay_id: str
     batch_id: str | None

@@ -64,7 +64,7 @@ class BatchList:
 
 
 async def _batch_page(root: BatchList, info: Info) -> Page[BatchRow]:
-    return await info.context.loaders.batch_page.load(root.key)
+    return await info.context.loaders.batch_page(root.key)
 
 
 async def batch_edges(root: BatchList, info: Info) -> list[Edge[BatchRow]]:
@@ -80,7 +80,7 @@ async def batch_page_info(root: BatchList, info: Info) -> PageInfo:
 
 
 async def batch_total(root: BatchList, info: Info) -> int:
-    return await info.context.loaders.batch_count.load(root.key.query)
+    return await info.context.loaders.batch_count(root.key.query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class EssayList:
 
 
 async def _essay_page(root: EssayList, info: Info) -> Page[EssayRow]:
-    return await info.context.loaders.essay_page.load(root.key)
+    return await info.context.loaders.essay_page(root.key)
 
 
 async def essay_edges(root: EssayList, info: Info) -> list[Edge[EssayRow]]:

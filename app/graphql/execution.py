@@ -73,6 +73,7 @@ from typing import Any, TypeVar
 import strawberry
 from graphql import (
     GraphQLBoolean,
+    GraphQLEnumType,
     GraphQLField,
     GraphQLFloat,
     GraphQLID,
@@ -255,7 +256,30 @@ def _coercion(leaf: Any) -> tuple[Callable[[Any], Any], type | None]:
         return _int_output, None
     if leaf is GraphQLFloat:
         return _float_output, None
+    if isinstance(leaf, GraphQLEnumType):
+        return _remembered(leaf.coerce_output_value), None
     return leaf.coerce_output_value, None
+
+
+_REMEMBERED = 256  # distinct values an enum's coercion remembers per plan (an enum has a handful)
+
+
+def _remembered(coerce: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An enum's output coercion remembering its result per str value: for a plain str (not an enum member) it is
+    the lookup of the value among the enum's values, the same every time; anything else is coerced each time."""
+    seen: dict[str, Any] = {}
+
+    def output(value: Any) -> Any:
+        if type(value) is not str:
+            return coerce(value)
+        found = seen.get(value)
+        if found is None:
+            found = coerce(value)
+            if len(seen) < _REMEMBERED:
+                seen[value] = found
+        return found
+
+    return output
 
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -300,8 +324,11 @@ def _plain_getter(field_def: GraphQLField) -> Getter | None:
     parameters = resolver.signature.parameters
     if parent is None or len(parameters) != 1 or not callable(resolver.wrapped_func):
         return None
-    # Strawberry's `get_arguments` passes the parent as this one keyword argument and nothing else.
+    # Strawberry's `get_arguments` passes the parent as this one keyword argument and nothing else; a parameter that
+    # may be passed by position binds the same way when passed so (no keyword dictionary per call).
     function, keyword = resolver.wrapped_func, parent.name
+    if parameters[keyword].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+        return function
     return lambda source: function(**{keyword: source})
 
 

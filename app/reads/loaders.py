@@ -2,10 +2,10 @@
 
 Loads made while a query resolves one level of its tree are collected and answered by one set-based statement per
 loader (per distinct page shape for pages), so the number of statements a query issues does not grow with the number
-of batches or essays it returns. Statements a level would send separately are fused where they read the same rows:
-an essay page comes with its phase results, and a batch's essay count with its phase progress when both are asked
-(the tally loader). Loaders return the plain rows of db/rows.py, never GraphQL types, so the REST shim can use them
-as they are.
+of batches or essays it returns. Statements a level would send separately are fused, since each is a round trip: a
+batch page comes with its list's total (the batch list loader); an essay page comes with its phase results, and with
+the essay counts and phase progress asked at the same level (the essays loader). Loaders return the plain rows of
+db/rows.py, never GraphQL types, so the REST shim can use them as they are.
 
 Each loader also records what it read in `ReadTags`, for a whole-result cache to know which changes make a cached
 response stale. When the request is traced, each loader's batch is a span (`load batch`, `load essay_page`…) around
@@ -25,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.reads.session import ReadSession
 from db import reads
-from db.reads import BatchCursor, BatchQuery, BatchWithEssays, PhaseFilter
+from db.reads import BatchCursor, BatchQuery, BatchWithEssays, PhaseFilter, Tally
 from db.rows import BatchRow, EssayRow, Page, PhaseProgress, PositionsView
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+S = TypeVar("S", bound=Hashable)
 
 ALL_USERS = "*"
 """The user-list tag of a list view over every user's batches."""
@@ -80,8 +81,8 @@ PROJECTION = "projection"
 """The projection loader's only key."""
 
 
-def _grouped(keys: Sequence[K], shape: Callable[[K], Hashable]) -> dict[Hashable, list[K]]:
-    groups: dict[Hashable, list[K]] = {}
+def _grouped(keys: Sequence[K], shape: Callable[[K], S]) -> dict[S, list[K]]:
+    groups: dict[S, list[K]] = {}
     for key in keys:
         groups.setdefault(shape(key), []).append(key)
     return groups
@@ -97,11 +98,13 @@ class Loaders:
         self._tags = tags
         self._tracer = tracer
         self.batch: DataLoader[str, BatchRow | None] = self._loader(self._batches)
-        self.batch_page: DataLoader[BatchPageKey, Page[BatchRow]] = self._loader(self._batch_pages)
-        self.batch_count: DataLoader[BatchQuery, int] = self._loader(self._batch_counts)
+        # Pages of a batch list (BatchPageKey) and its totals (BatchQuery).
+        self._batch_list: DataLoader[BatchPageKey | BatchQuery, Page[BatchRow] | int] = self._loader(self._lists)
         self.essay: DataLoader[str, EssayRow | None] = self._loader(self._essays)
-        self.essay_page: DataLoader[EssayPageKey, Page[EssayRow]] = self._loader(self._essay_pages)
-        self._tally: DataLoader[_TallyKey, int | PhaseProgress] = self._loader(self._tallies)
+        # Pages of a batch's essays (EssayPageKey), its essay counts and phase progress (_TallyKey).
+        self._essay_level: DataLoader[EssayPageKey | _TallyKey, Page[EssayRow] | Tally] = self._loader(
+            self._essay_reads
+        )
         self.projection: DataLoader[str, PositionsView] = self._loader(self._projection)
 
     @staticmethod
@@ -125,22 +128,43 @@ class Loaders:
         found = await self._read("batch", len(ids), lambda conn: reads.batches_by_id(conn, ids, self._user_id))
         return [found.get(batch_id) for batch_id in ids]
 
-    async def _batch_pages(self, keys: list[BatchPageKey]) -> list[Page[BatchRow]]:
-        async def read(conn: AsyncConnection) -> list[Page[BatchRow]]:
-            return [await reads.batch_page(conn, k.query, k.first, k.after) for k in keys]
+    async def batch_page(self, key: BatchPageKey) -> Page[BatchRow]:
+        """A page of the batches matching the key's query."""
+        found = await self._batch_list.load(key)
+        assert isinstance(found, Page)
+        return found
 
-        pages = await self._read("batch_page", len(keys), read)
-        self._tags.user_lists.update(k.query.user_id or ALL_USERS for k in keys)
-        self._tags.batches.update(row.batch_id for page in pages for row in page.rows)
-        return pages
+    async def batch_count(self, query: BatchQuery) -> int:
+        """How many batches match `query`."""
+        found = await self._batch_list.load(query)
+        assert isinstance(found, int)
+        return found
 
-    async def _batch_counts(self, queries: list[BatchQuery]) -> list[int]:
-        self._tags.user_lists.update(q.user_id or ALL_USERS for q in queries)
+    async def _lists(self, keys: list[BatchPageKey | BatchQuery]) -> list[Page[BatchRow] | int]:
+        pages = [k for k in keys if isinstance(k, BatchPageKey)]
+        totals = dict.fromkeys(k for k in keys if isinstance(k, BatchQuery))
+        self._tags.user_lists.update((k if isinstance(k, BatchQuery) else k.query).user_id or ALL_USERS for k in keys)
 
-        async def read(conn: AsyncConnection) -> list[int]:
-            return [await reads.count_batches(conn, q) for q in queries]
+        async def read(conn: AsyncConnection) -> dict[BatchPageKey | BatchQuery, Page[BatchRow] | int]:
+            found: dict[BatchPageKey | BatchQuery, Page[BatchRow] | int] = {}
+            for k in pages:
+                if k.query in totals and k.query not in found:  # the total rides with the first page of its list
+                    found[k], found[k.query] = await reads.batch_page_and_total(conn, k.query, k.first, k.after)
+                else:
+                    found[k] = await reads.batch_page(conn, k.query, k.first, k.after)
+            for query in totals:
+                if query not in found:
+                    found[query] = await reads.count_batches(conn, query)
+            return found
 
-        return await self._read("batch_count", len(queries), read)
+        found = await self._read("batch_list", len(keys), read)
+        self._tags.batches.update(row.batch_id for k in pages for row in self._page_rows(found[k]))
+        return [found[k] for k in keys]
+
+    @staticmethod
+    def _page_rows(found: Page[BatchRow] | int) -> list[BatchRow]:
+        assert isinstance(found, Page)
+        return found.rows
 
     async def _essays(self, ids: list[str]) -> list[EssayRow | None]:
         found = await self._read("essay", len(ids), lambda conn: reads.essays_by_id(conn, ids, self._user_id))
@@ -152,52 +176,65 @@ class Loaders:
             self._tags.cacheable = False
         return essays
 
-    async def _essay_pages(self, keys: list[EssayPageKey]) -> list[Page[EssayRow]]:
-        self._tags.batches.update(k.batch_id for k in keys)
-        groups = _grouped(keys, lambda k: (k.first, k.after, k.phase_filter))
-
-        async def read(conn: AsyncConnection) -> dict[EssayPageKey, Page[EssayRow]]:
-            pages: dict[EssayPageKey, Page[EssayRow]] = {}
-            for group in groups.values():
-                k0 = group[0]
-                found = await reads.essay_pages(conn, [k.batch_id for k in group], k0.first, k0.after, k0.phase_filter)
-                pages.update((k, found[k.batch_id]) for k in group)
-            return pages
-
-        pages = await self._read("essay_page", len(keys), read)
-        return [pages[k] for k in keys]
+    async def essay_page(self, key: EssayPageKey) -> Page[EssayRow]:
+        """A page of the batch's essays passing the key's filter, each with its phase results."""
+        found = await self._essay_level.load(key)
+        assert isinstance(found, Page)
+        return found
 
     async def essay_count(self, key: EssayCountKey) -> int:
         """How many of the batch's essays pass the key's filter."""
-        found = await self._tally.load(_TallyKey(key.batch_id, key.phase_filter, progress=False))
+        found = await self._essay_level.load(_TallyKey(key.batch_id, key.phase_filter, progress=False))
+        assert not isinstance(found, Page)
         return found if isinstance(found, int) else found.essays
 
     async def phase_progress(self, batch_id: str) -> PhaseProgress:
         """The batch's essays and those whose spellcheck / CJ result is still open."""
-        found = await self._tally.load(_TallyKey(batch_id, None, progress=True))
+        found = await self._essay_level.load(_TallyKey(batch_id, None, progress=True))
+        assert not isinstance(found, Page)
         return found if isinstance(found, PhaseProgress) else PhaseProgress(found, 0, 0)
 
-    async def _tallies(self, keys: list[_TallyKey]) -> list[int | PhaseProgress]:
+    async def _essay_reads(self, keys: list[EssayPageKey | _TallyKey]) -> list[Page[EssayRow] | Tally]:
+        """One statement per page shape, carrying the tallies of its filter (and, unfiltered, the phase progress);
+        one more per filter whose tallies no page carries."""
         self._tags.batches.update(k.batch_id for k in keys)
-        # The progress statement counts every essay too: unfiltered counts asked beside it need no statement.
-        progress_ids = list(dict.fromkeys(k.batch_id for k in keys if k.phase_filter is None))
-        with_progress = any(k.progress for k in keys)
-        uncovered = [k for k in keys if k.phase_filter is not None or not with_progress]
-        counted = _grouped(uncovered, lambda k: k.phase_filter)
+        pages = _grouped([k for k in keys if isinstance(k, EssayPageKey)], lambda k: (k.first, k.after, k.phase_filter))
+        tallies = [k for k in keys if isinstance(k, _TallyKey)]
+        # The progress statement counts every essay too: unfiltered counts asked beside it need nothing more.
+        with_progress = any(k.progress for k in tallies)
 
-        async def read(conn: AsyncConnection) -> dict[_TallyKey, int | PhaseProgress]:
-            found: dict[_TallyKey, int | PhaseProgress] = {}
-            if with_progress:
-                progress = await reads.phase_progress(conn, progress_ids)
-                for batch_id, tally in progress.items():
-                    found[_TallyKey(batch_id, None, progress=True)] = tally
-                    found[_TallyKey(batch_id, None, progress=False)] = tally.essays
-            for group in counted.values():
-                counts = await reads.count_essays(conn, [k.batch_id for k in group], group[0].phase_filter)
-                found.update((k, counts[k.batch_id]) for k in group)
+        async def read(conn: AsyncConnection) -> dict[EssayPageKey | _TallyKey, Page[EssayRow] | Tally]:
+            tallied = _grouped(tallies, lambda k: k.phase_filter)  # what no statement has counted yet
+
+            def tally_ids(phase_filter: PhaseFilter | None) -> list[str]:
+                return list(dict.fromkeys(k.batch_id for k in tallied.pop(phase_filter, [])))
+
+            found: dict[EssayPageKey | _TallyKey, Page[EssayRow] | Tally] = {}
+            counts: dict[tuple[str, PhaseFilter | None], Tally] = {}
+            for (first, after, phase_filter), group in pages.items():
+                ids = [k.batch_id for k in group]
+                carried = tally_ids(phase_filter)
+                progress = with_progress and phase_filter is None
+                if carried:
+                    page_of, tally_of = await reads.essay_pages_and_tallies(
+                        conn, ids, first, after, phase_filter, carried, progress
+                    )
+                    counts.update(((batch_id, phase_filter), tally) for batch_id, tally in tally_of.items())
+                else:
+                    page_of = await reads.essay_pages(conn, ids, first, after, phase_filter)
+                found.update((k, page_of[k.batch_id]) for k in group)
+            for phase_filter in list(tallied):
+                ids = tally_ids(phase_filter)
+                if with_progress and phase_filter is None:
+                    progress_of = await reads.phase_progress(conn, ids)
+                    counts.update(((batch_id, None), tally) for batch_id, tally in progress_of.items())
+                else:
+                    count_of = await reads.count_essays(conn, ids, phase_filter)
+                    counts.update(((batch_id, phase_filter), count) for batch_id, count in count_of.items())
+            found.update((k, counts[k.batch_id, k.phase_filter]) for k in tallies)
             return found
 
-        found = await self._read("tally", len(keys), read)
+        found = await self._read("essays", len(keys), read)
         return [found[k] for k in keys]
 
     async def batch_with_essays(self, batch_id: str) -> BatchWithEssays | None:

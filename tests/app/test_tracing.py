@@ -91,7 +91,7 @@ async def test_a_query_continues_the_callers_trace(
 
     execution = _one(spans, "GraphQL Execution")
     loaders = [span for span in descendants(spans, execution) if span.name.startswith("load ")]
-    assert {span.name for span in loaders} >= {"load batch", "load essay_page", "load tally"}, shown
+    assert {span.name for span in loaders} >= {"load batch", "load essays"}, shown
     for loader in loaders:
         statements = [span for span in children(spans, loader) if span.kind is SpanKind.CLIENT]
         assert any(span.name == "SELECT" for span in statements), shown
