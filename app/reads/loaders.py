@@ -8,7 +8,7 @@ the essay counts and phase progress asked at the same level (the essays loader).
 db/rows.py, never GraphQL types, so the REST shim can use them as they are.
 
 Each loader also records what it read in `ReadTags`, for a whole-result cache to know which changes make a cached
-response stale. When the request is traced, each loader's batch is a span (`load batch`, `load essay_page`…) around
+response stale. When the request is traced, each loader's batch is a span (`load batch`, `load essays`…) around
 its statements' spans.
 """
 
