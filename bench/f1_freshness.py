@@ -25,6 +25,7 @@ process's CPU. `measure` is shared with F2 (bench/f2_freshness.py), which adds r
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -38,12 +39,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import psutil
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from bench.common import Context, Result
 from bench.data import HEADERS, server_env
@@ -72,6 +76,10 @@ SAMPLE_TIMEOUT = 30.0  # a sample not reflected by then fails the run
 
 BATCH_QUERY = "query($id: ID!) { batch(id: $id) { id } }"
 ESSAY_QUERY = "query($id: ID!) { essay(id: $id) { spellcheck { statusCode } } }"
+LIVE_QUERY = (
+    "subscription($id: ID!) { batchProgress(batchId: $id) "
+    f"{{ id essays(first: {ESSAYS}) {{ nodes {{ id spellcheck {{ statusCode }} }} }} }} }}"
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,12 @@ class Sample:
             return data.get("batch") is not None
         essay = data.get("essay")
         return isinstance(essay, dict) and essay.get("spellcheck") is not None
+
+    def pushed(self, batch: dict[str, Any] | None) -> bool:
+        """Whether a value of LIVE_QUERY's subscription (the sample's batch) reflects the event."""
+        if batch is None or self.query is BATCH_QUERY:
+            return batch is not None
+        return any(e["id"] == self.entity_id and e["spellcheck"] for e in batch["essays"]["nodes"])
 
 
 def batches(rng: random.Random, count: int, start: datetime) -> list[tuple[Message, Sample | None]]:
@@ -111,9 +125,17 @@ class Watcher:
     """Polls the API for samples; one task per sample, sharing keep-alive connections. `watching` is told the
     samples being watched whenever a watch begins or ends, unless none is left."""
 
-    def __init__(self, client: httpx.AsyncClient, watching: Callable[[list[Sample]], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        live: LiveWatcher | None = None,
+        watching: Callable[[list[Sample]], None] | None = None,
+    ) -> None:
         self._client = client
+        self._live = live
         self._watching = watching
+        self._failure: BaseException | None = None
+        self.refused = 0  # polls the API refused at its execution limit (retryable), polled again
         self._watched: dict[asyncio.Task[None], Sample] = {}
         self.latencies: list[tuple[float, float]] = []  # (produced at, latency)
         # produced at → (the broker's acknowledgement, topic, partition, offset), for the stage split
@@ -131,8 +153,12 @@ class Watcher:
         self._watched[task] = sample
         task.add_done_callback(self._done)
         self._tell()
+        if self._live is not None:
+            self._live.watch(sample, produced_at)
 
     def _done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
         self._tasks.discard(task)
         self._watched.pop(task, None)
         self._tell()
@@ -149,9 +175,11 @@ class Watcher:
             arrived = time.perf_counter()
             self.round_trips.append(arrived - sent)
             answer = orjson.loads(response.content)
-            if response.status_code != 200 or "errors" in answer:
+            if response.status_code == 503 and "Retry-After" in response.headers:
+                self.refused += 1  # the execution limit (app/admission.py): a screen asks again
+            elif response.status_code != 200 or "errors" in answer:
                 raise RuntimeError(f"F1 poll failed: {response.status_code} {response.text[:300]}")
-            if sample.reflected(answer["data"]):
+            elif sample.reflected(answer["data"]):
                 self.latencies.append((produced_at, arrived - produced_at))
                 return
             if arrived - produced_at > SAMPLE_TIMEOUT:
@@ -166,6 +194,74 @@ class Watcher:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
+        if self._failure is not None:
+            raise self._failure
+
+
+class LiveWatcher:
+    """Watches the same samples as a teacher's open screen learns of a change: through the API's live updates, no
+    polling. One WebSocket connection (graphql-transport-ws), a `batchProgress` subscription per sample on the
+    sample's batch, ended once a pushed value reflects the event; the latency is produce call → that push."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.latencies: list[tuple[float, float]] = []  # (produced at, latency)
+        self._watching: dict[str, tuple[Sample, float]] = {}
+        self._ids = itertools.count()
+        self._socket: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._socket = socket = await connect(self._url, subprotocols=[Subprotocol("graphql-transport-ws")])
+        await socket.send(orjson.dumps({"type": "connection_init", "payload": HEADERS}).decode())
+        ack = orjson.loads(await socket.recv())
+        if ack.get("type") != "connection_ack":
+            raise RuntimeError(f"F1: the live-update connection was refused: {ack}")
+        self._reader = asyncio.create_task(self._read(socket))
+
+    def watch(self, sample: Sample, produced_at: float) -> None:
+        key = str(next(self._ids))
+        self._watching[key] = (sample, produced_at)
+        payload = {"query": LIVE_QUERY, "variables": {"id": sample.batch_id}}
+        self._send({"id": key, "type": "subscribe", "payload": payload})
+
+    def _send(self, message: dict[str, object]) -> None:
+        if self._socket is not None:
+            task = asyncio.create_task(self._socket.send(orjson.dumps(message).decode()))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _read(self, socket: ClientConnection) -> None:
+        async for text in socket:
+            arrived = time.perf_counter()
+            message = orjson.loads(text)
+            if message.get("type") == "ping":
+                self._send({"type": "pong"})
+            key = message.get("id")
+            if key not in self._watching:
+                continue
+            sample, produced_at = self._watching[key]
+            if message.get("type") != "next" or message["payload"].get("errors"):
+                raise RuntimeError(f"F1: a subscription failed: {str(message)[:300]}")
+            if sample.pushed(message["payload"]["data"]["batchProgress"]):
+                self.latencies.append((produced_at, arrived - produced_at))
+                del self._watching[key]
+                self._send({"id": key, "type": "complete"})
+
+    async def drain(self) -> None:
+        async with asyncio.timeout(SAMPLE_TIMEOUT):
+            while self._watching:
+                if self._reader is None or self._reader.done():
+                    raise RuntimeError(f"F1: the live-update connection ended: {self._reader}")
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._socket is not None:
+            await self._socket.close()
 
 
 async def _produce(
@@ -246,6 +342,7 @@ class Measured:
     """What one freshness run observed, for `_report`."""
 
     watcher: Watcher
+    live: LiveWatcher
     announced: PositionsListener
     events: int
     first: float
@@ -322,9 +419,13 @@ async def measure(ctx: Context, result: Result, readers: int) -> Result:
                         await asyncio.sleep(0.5)  # the readers connected and busy before the stream starts
                     before = (await client.get(consumer_url)).text + (await client.get(api_url)).text
                     cpu_before = _cpu([p.pid for p in procs] + [os.getpid()])
-                    watcher = Watcher(client, watching)
+                    live = LiveWatcher(f"ws://127.0.0.1:{port}/graphql")
+                    await live.start()
+                    watcher = Watcher(client, live, watching)
                     first, last = await _produce(producer, stream, watcher)
                     await watcher.drain()
+                    await live.drain()
+                    await live.stop()
                     after = (await client.get(consumer_url)).text + (await client.get(api_url)).text
                     cpu = [b - a for a, b in zip(cpu_before, _cpu([p.pid for p in procs] + [os.getpid()]), strict=True)]
                     loaded = await load if load is not None else None
@@ -341,7 +442,7 @@ async def measure(ctx: Context, result: Result, readers: int) -> Result:
                         proc.kill()
                         await proc.wait()
     await ctx.servers.drop_database(url)
-    _report(ctx, result, Measured(watcher, announced, len(stream), first, last, before, after, cpu, loaded))
+    _report(ctx, result, Measured(watcher, live, announced, len(stream), first, last, before, after, cpu, loaded))
     return result
 
 
@@ -355,28 +456,41 @@ def screen(batch_id: str) -> bytes:
     return orjson.dumps({"query": SCREEN_QUERY, "variables": {"batchId": batch_id, "first": ESSAYS}})
 
 
-def _report(ctx: Context, result: Result, m: Measured) -> None:
-    name, windows, watcher = result.scenario, ctx.repetitions, m.watcher
-    p50s, p99s, rates = [], [], []
-    span = (m.last - m.first) / windows
-    for w in range(windows):
+def _windows(
+    ctx: Context, name: str, m: Measured, latencies: Sequence[tuple[float, float]], kind: str
+) -> tuple[list[float], list[float]]:
+    """p50s and p99s (ms) of `latencies` (produced at, latency) per window of the stream, each logged."""
+    p50s, p99s = [], []
+    span = (m.last - m.first) / ctx.repetitions
+    for w in range(ctx.repetitions):
         begin, end = m.first + w * span, m.first + (w + 1) * span
-        window = [latency * 1000 for at, latency in watcher.latencies if begin <= at < end]
+        window = [latency * 1000 for at, latency in latencies if begin <= at < end]
         p50s.append(percentile(window, 50))
         p99s.append(percentile(window, 99))
-        rates.append(m.events / windows / span)
         ctx.log(
-            f"{name} window {w + 1}: {len(window)} samples, p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms, "
-            f"max {max(window):.1f} ms"
+            f"{name} window {w + 1} ({kind}): {len(window)} samples, p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms, "
+            f"max {max(window, default=float('nan')):.1f} ms"
         )
+    return p50s, p99s
+
+
+def _report(ctx: Context, result: Result, m: Measured) -> None:
+    name, windows, watcher = result.scenario, ctx.repetitions, m.watcher
+    span = (m.last - m.first) / windows
+    rates = [m.events / windows / span] * windows
+    p50s, p99s = _windows(ctx, name, m, watcher.latencies, "polled")
+    live50s, live99s = _windows(ctx, name, m, m.live.latencies, "subscription")
     result.figure(f"{name} p50 produce → answer reflecting it", "ms", p50s, f"{len(watcher.latencies):,} samples")
     result.figure(f"{name} p99 produce → answer reflecting it", "ms", p99s)
+    result.figure(f"{name} p50 produce → pushed update reflecting it (subscription)", "ms", live50s)
+    result.figure(f"{name} p99 produce → pushed update reflecting it (subscription)", "ms", live99s)
     result.figure(f"{name} event rate achieved", "events/s", rates, f"{m.events:,} events")
     result.figure(
         f"{name} poll round trip (resolution: + 2 ms interval)", "ms", [statistics.median(watcher.round_trips) * 1000]
     )
     result.target(f"{name} p99 freshness", p99s, 100.0, at_most=True, unit="ms")
     result.notes.append(sample_stages(watcher.latencies, watcher.acks, m.announced))
+    result.notes.append("subscription: " + sample_stages(m.live.latencies, watcher.acks, m.announced, "push"))
     result.notes.append(transaction_stages(m.before, m.after))
     delta = {key: value - _metrics(m.before).get(key, 0.0) for key, value in _metrics(m.after).items()}
     transactions = max(delta.get(_METRICS[0], 0.0), 1.0)
@@ -391,7 +505,8 @@ def _report(ctx: Context, result: Result, m: Measured) -> None:
     cached = max(sum(delta.get(key, 0.0) for key in _METRICS[5:]), 1.0)
     result.notes.append(
         f"API: {polls:,.0f} polls, {delta.get(_METRICS[3], 0.0) / polls * 1000:.1f} ms mean in the server; "
-        f"{delta.get(_METRICS[5], 0.0) / cached * 100:.0f} % of all {cached:,.0f} GraphQL answers from cache"
+        f"{delta.get(_METRICS[5], 0.0) / cached * 100:.0f} % of all {cached:,.0f} GraphQL answers from cache; "
+        f"{watcher.refused:,} polls refused at the execution limit (asked again)"
     )
     if m.readers is not None:
         r = m.readers

@@ -116,9 +116,11 @@ def sample_stages(
     latencies: Sequence[tuple[float, float]],
     acks: dict[float, tuple[float, str, int, int]],
     announced: PositionsListener,
+    answer: str = "answer",
 ) -> str:
     """Each sample (produced at, latency) split at the broker's acknowledgement (`acks`: produced at → (acked at,
-    topic, partition, offset)) and at the arrival of the positions message announcing it."""
+    topic, partition, offset)) and at the arrival of the positions message announcing it; `answer` names what ends
+    a sample (an answer polled for, or a push)."""
     to_ack, to_announced, to_answer = [], [], []
     for at, latency in latencies:
         if at not in acks:
@@ -132,7 +134,7 @@ def sample_stages(
     parts = [
         ("produce call → broker ack", to_ack),
         ("produce call → positions message seen (committed, evicted, published)", to_announced),
-        ("positions message → answer reflecting it", to_answer),
+        (f"positions message → {answer} reflecting it", to_answer),
     ]
     spans = "; ".join(f"{what} p50 {percentile(v, 50):.1f} / p99 {percentile(v, 99):.1f} ms" for what, v in parts)
     return f"stages per sample: {spans}"
