@@ -69,8 +69,8 @@ from infra.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-# A fetch of at least this share of the most records a transaction may hold means the consumer is behind: the
-# next fetch is then decoded while this one is applied (see `take`).
+# At least this share of the most records a transaction may hold, still on the broker after a fetch, means the
+# consumer is behind: the next fetch is then decoded while this one is applied (see `take`).
 BACKLOG_SHARE = 0.1
 
 
@@ -153,7 +153,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._drop_and_seek()
             return None
         if self._decoding is None:
-            self._decoding = await self._fetch(self._settings.kafka_fetch_timeout_ms)
+            self._decoding = await self._fetch(self._settings.kafka_fetch_timeout_ms, fresh=True)
             if self._decoding is None:
                 return None
         taken = await self._decoding
@@ -176,12 +176,18 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         return gained
 
     def _behind(self, fetched: Fetched) -> bool:
-        """Whether `fetched` was large enough to show a backlog (a share of RAS_KAFKA_MAX_BATCH_RECORDS or of
-        RAS_KAFKA_MAX_BATCH_BYTES)."""
-        records = fetched.decoded.records
-        if fetched.left_out or len(records) >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE)):
+        """Whether records after `fetched` wait: some it left out, or, as far as the client knows (each partition's
+        high watermark as of its latest fetch), a share of RAS_KAFKA_MAX_BATCH_RECORDS or more on the broker. A large
+        fetch that took all there was is caught up: decoding the next one beside it would only bring the few records
+        that came in meanwhile, a whole transaction later."""
+        if fetched.left_out:
             return True
-        return _value_bytes(records) >= self._settings.kafka_max_batch_bytes * BACKLOG_SHARE
+        waiting, assigned = 0, self._kafka.assignment()
+        for (topic, partition), consumed in fetched.decoded.next_offsets.items():
+            tp = TopicPartition(topic, partition)
+            mark = self._kafka.highwater(tp) if tp in assigned else None  # known for assigned partitions only
+            waiting += max(0, mark - consumed) if mark is not None else 0
+        return waiting >= max(1, int(self._settings.kafka_max_batch_records * BACKLOG_SHARE))
 
     def _share_prefetch(self, partitions: int) -> None:
         """Give each of `partitions` assigned partitions an equal share of RAS_KAFKA_PREFETCH_BYTES to fetch ahead.
@@ -226,30 +232,40 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._resume()
             return result
 
-    async def _fetch(self, wait_ms: int) -> asyncio.Future[Fetched] | None:
-        """What the client hands over within `wait_ms`, being decoded in a worker thread; None if nothing."""
+    async def _fetch(self, wait_ms: int, *, fresh: bool = False) -> asyncio.Future[Fetched] | None:
+        """What the client hands over within `wait_ms`, being decoded in a worker thread; None if nothing.
+
+        `fresh`: with the records that reached the broker since the client last fetched, too. The client fetches no
+        partition of a broker while records it fetched from there wait in its buffer, so what it holds after a
+        transaction arrived in that transaction's first moments; what arrived later is still on the broker and would
+        wait a whole further transaction. So when records were waiting, taking them lets the client fetch again, and
+        that fetch is waited for as well, at most RAS_KAFKA_FETCH_MAX_WAIT_MS (the broker answers at once when it has
+        records): both go into one fetch, in the order fetched, within the same limits."""
         generation = self._generation  # a rebalance between the steps below makes the whole fetch not current
-        fetched = await self._take_records(wait_ms)
+        fetched = await self._take_records(0 if fresh else wait_ms)
+        if fresh:
+            fetched = await self._take_records(self._settings.kafka_fetch_max_wait_ms if fetched else wait_ms, fetched)
         if not fetched:
             return None
         return asyncio.ensure_future(asyncio.to_thread(self._decode, fetched, generation, time.time()))
 
-    async def _take_records(self, wait_ms: int) -> list[ConsumerRecord]:
-        """Records the client hands over within `wait_ms`: up to RAS_KAFKA_MAX_BATCH_RECORDS, and until their values
-        reach RAS_KAFKA_MAX_BATCH_BYTES. The client cannot stop at a byte count, so they are taken in steps of a
-        tenth of the records; a fetch ends at most one step past the bytes."""
+    async def _take_records(self, wait_ms: int, after: Sequence[ConsumerRecord] = ()) -> list[ConsumerRecord]:
+        """`after` and the records the client hands over within `wait_ms`: up to RAS_KAFKA_MAX_BATCH_RECORDS, and
+        until their values reach RAS_KAFKA_MAX_BATCH_BYTES. The client cannot stop at a byte count, so they are taken
+        in steps of a tenth of the records; a fetch ends at most one step past the bytes."""
         most, budget = self._settings.kafka_max_batch_records, self._settings.kafka_max_batch_bytes
         step = max(1, int(most * BACKLOG_SHARE))
-        taken: list[ConsumerRecord] = []
-        size = 0
+        taken = list(after)
+        size = _value_bytes(taken)
+        wait = wait_ms
         while len(taken) < most and size < budget:
-            wait = 0 if taken else wait_ms
             batches = await self._kafka.getmany(timeout_ms=wait, max_records=min(step, most - len(taken)))
             records = [m for messages in batches.values() for m in messages]
             if not records:
                 break
             taken += records
             size += _value_bytes(records)
+            wait = 0
         return taken
 
     def _decode(self, fetched: Sequence[ConsumerRecord], generation: int, fetched_at: float) -> Fetched:

@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=25,
         ge=1,
-        description="How long the broker may hold a fetch open waiting for new records (bounds idle freshness).",
+        description="How long the broker may hold a fetch open waiting for new records (bounds idle freshness); also "
+        "the longest a caught-up consumer waits for the fetch that follows records it had buffered.",
     )
     kafka_fetch_timeout_ms: int = Field(
         default=200, ge=1, description="How long one fetch waits for records before applying what it has."

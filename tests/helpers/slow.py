@@ -30,6 +30,7 @@ SLOW = (
     "tests/infra/test_logs.py",
     # The consumer against a broker, and long streams.
     "tests/consumer/test_crash.py",
+    "tests/consumer/test_intake_freshness.py",
     "tests/consumer/test_kafka.py",
     "tests/consumer/test_lifecycle.py",
     "tests/consumer/test_offsets.py",
