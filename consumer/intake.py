@@ -117,6 +117,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._decoding: asyncio.Future[Fetched] | None = None
         self._held: frozenset[TopicPartition] = frozenset()  # the latest assignment
         self._gained = False  # it brought a partition the one before did not hold; not yet taken
+        self._can_share: bool | None = None  # checked at the first assignment: the client has a fetcher by then
 
     @property
     def generation(self) -> int:
@@ -198,6 +199,16 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         size only at construction, hence the private attribute; tests/consumer/test_prefetch.py holds it to the
         bound against a real broker. A record larger than its partition's share is still fetched whole (brokers
         return a partition's first record batch whatever the size, KIP-74)."""
+        if self._can_share is None:
+            self._can_share = can_share_prefetch(self._kafka)
+            if not self._can_share:
+                log.warning(
+                    "aiokafka's fetcher has no per-partition fetch size to share; the prefetch is bounded per fetch "
+                    "response only",
+                    hint="run the aiokafka versions pyproject.toml fences",
+                )
+        if not self._can_share:
+            return
         share = max(1, self._settings.kafka_prefetch_bytes // max(1, partitions))
         self._kafka._fetcher._max_partition_fetch_bytes = share
 
@@ -335,6 +346,14 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             self._kafka.resume(*paused)
         metrics.PAUSED.set(0)
         log.info("database reachable again, partitions resumed")
+
+
+def can_share_prefetch(kafka: AIOKafkaConsumer) -> bool:
+    """Whether this aiokafka has the private per-partition fetch size `Intake._share_prefetch` sets (pyproject.toml
+    fences the versions it was tested on). Without it the prefetch is bounded by the public settings the client was
+    built with, RAS_KAFKA_PREFETCH_BYTES per fetch response, only not shared among the partitions."""
+    fetcher = getattr(kafka, "_fetcher", None)
+    return isinstance(getattr(fetcher, "_max_partition_fetch_bytes", None), int)
 
 
 def _value_bytes(records: Sequence[ConsumerRecord] | Sequence[Record]) -> int:
