@@ -50,6 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from bench.common import Context, Result
+from bench.cpu import cpu_seconds
 from bench.data import HEADERS, server_env
 from bench.freshness_stages import PositionsListener, percentile, sample_stages, transaction_stages
 from bench.r1_cached import QUERY as SCREEN_QUERY
@@ -313,8 +314,7 @@ def _metrics(*texts: str) -> dict[str, float]:
 
 def _cpu(pids: Sequence[int]) -> list[float]:
     """CPU seconds (user + system) used so far by each process."""
-    times = [psutil.Process(pid).cpu_times() for pid in pids]
-    return [t.user + t.system for t in times]
+    return [cpu_seconds(psutil.Process(pid)) for pid in pids]
 
 
 async def _wait_visible(client: httpx.AsyncClient, sample: Sample, procs: Sequence[asyncio.subprocess.Process]) -> None:

@@ -19,10 +19,13 @@ import itertools
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
+
+T = TypeVar("T")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -144,14 +147,18 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_fastest(main: Coroutine[Any, Any, T]) -> T:
+    """`main` run on uvloop when it is installed, else on asyncio's loop (still measures, with a slower client loop;
+    the harness notes which one ran). For this load generator and bench/mixed_load.py."""
     try:
         import uvloop
-    except ImportError:  # still measures, just with a slower client loop; the harness notes which one ran
-        outcome = asyncio.run(run(args))
-    else:
-        outcome = uvloop.run(run(args))
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    outcome = run_fastest(run(parse_args(argv)))
     sys.stdout.write(orjson.dumps(outcome).decode() + "\n")
     return 0
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from bench.loadgen import encode_request
+from bench.loadgen import encode_request, run_fastest
 
 WRONG_EXAMPLES = 5
 
@@ -167,13 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:
-        outcome = asyncio.run(run(args))
-    else:
-        outcome = uvloop.run(run(args))
+    outcome = run_fastest(run(parse_args(argv)))
     sys.stdout.write(orjson.dumps(outcome).decode() + "\n")
     return 0
 
